@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Cross-compile kidney-screen for ARM boards and package a tarball.
+#   scripts/cross-build.sh aarch64|armv7 [--no-package]
+# Uses Debian's rustc-web toolchain (rustc 1.85 with ARM std) when rustup has no ARM target;
+# its own target dir keeps it from evicting the host build.
+set -euo pipefail
+arch=${1:-aarch64}
+case "$arch" in
+  aarch64) target=aarch64-unknown-linux-gnu; sysroot=/usr/aarch64-linux-gnu ;;
+  armv7) target=armv7-unknown-linux-gnueabihf; sysroot=/usr/arm-linux-gnueabihf ;;
+  *) echo "usage: $0 aarch64|armv7 [--no-package]" >&2; exit 2 ;;
+esac
+cd "$(dirname "$0")/.."
+if rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+  rustc_bin=$(rustup which rustc)
+else
+  rustc_bin=/usr/bin/rustc
+  [ -x "$rustc_bin" ] || { echo "no rustc for $target: install rustc-web and libstd-rust-web-dev:$([ "$arch" = armv7 ] && echo armhf || echo arm64)" >&2; exit 1; }
+fi
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
+# bindgen (v4l2-sys) must parse the target's kernel headers, not the host's.
+export BINDGEN_EXTRA_CLANG_ARGS="--sysroot=$sysroot --target=$target"
+RUSTC=$rustc_bin cargo build --release --locked --target "$target" --bin kidney-screen
+bin="$CARGO_TARGET_DIR/$target/release/kidney-screen"
+echo "built $bin ($(du -h "$bin" | cut -f1))"
+[ "${2:-}" = "--no-package" ] && exit 0
+stage=$(mktemp -d)/kidney-screen-$arch
+mkdir -p "$stage/bin" "$stage/models"
+cp "$bin" "$stage/bin/"
+cp -r models/densenet121-kidney-sim "$stage/models/"
+cp -r boards "$stage/"
+[ -d deploy ] && cp -r deploy "$stage/"
+cp README.md "$stage/"
+mkdir -p dist
+tar -C "$(dirname "$stage")" -czf "dist/kidney-screen-$arch.tar.gz" "kidney-screen-$arch"
+echo "packaged dist/kidney-screen-$arch.tar.gz"

@@ -1,0 +1,1 @@
+"""Model toolchain for kidney-screen: training, export, int8 quantization, parity, goldens."""

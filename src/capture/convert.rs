@@ -1,0 +1,232 @@
+//! Pixel-format conversion to the 8-bit luma plane the pipeline works on.
+//!
+//! Every function checks the buffer length first: a truncated frame from a dongle is an error
+//! naming the sizes, never an out-of-bounds read.
+
+use anyhow::{Context, Result, ensure};
+
+/// Pixel formats a capture dongle delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PixelFormat {
+    /// Packed 4:2:2, Y0 U Y1 V.
+    Yuyv,
+    /// Planar Y followed by interleaved UV at half resolution.
+    Nv12,
+    /// Motion JPEG: one baseline JPEG per frame.
+    Mjpeg,
+    /// 8-bit greyscale.
+    Grey,
+    /// Packed 8-bit RGB.
+    Rgb24,
+}
+
+impl PixelFormat {
+    /// Bytes a raw frame of this format occupies; None for compressed formats.
+    pub fn raw_len(self, width: u32, height: u32) -> Option<usize> {
+        let px = width as usize * height as usize;
+        match self {
+            PixelFormat::Yuyv => Some(px * 2),
+            PixelFormat::Nv12 => Some(px + px / 2),
+            PixelFormat::Grey => Some(px),
+            PixelFormat::Rgb24 => Some(px * 3),
+            PixelFormat::Mjpeg => None,
+        }
+    }
+
+    pub fn fourcc(self) -> [u8; 4] {
+        match self {
+            PixelFormat::Yuyv => *b"YUYV",
+            PixelFormat::Nv12 => *b"NV12",
+            PixelFormat::Mjpeg => *b"MJPG",
+            PixelFormat::Grey => *b"GREY",
+            PixelFormat::Rgb24 => *b"RGB3",
+        }
+    }
+
+    pub fn from_fourcc(code: [u8; 4]) -> Option<Self> {
+        [Self::Yuyv, Self::Nv12, Self::Mjpeg, Self::Grey, Self::Rgb24]
+            .into_iter()
+            .find(|f| f.fourcc() == code)
+    }
+}
+
+fn check_len(format: PixelFormat, data: &[u8], width: u32, height: u32) -> Result<()> {
+    if let Some(expected) = format.raw_len(width, height) {
+        ensure!(
+            data.len() >= expected,
+            "truncated {format:?} frame: {} bytes, a {width}x{height} frame needs {expected}",
+            data.len()
+        );
+    }
+    Ok(())
+}
+
+/// YUYV: luma is every even byte.
+pub fn yuyv_to_luma(data: &[u8], width: u32, height: u32, out: &mut [u8]) -> Result<()> {
+    check_len(PixelFormat::Yuyv, data, width, height)?;
+    let n = width as usize * height as usize;
+    for (dst, pair) in out[..n].iter_mut().zip(data.chunks_exact(2)) {
+        *dst = pair[0];
+    }
+    Ok(())
+}
+
+/// NV12: the first plane is luma.
+pub fn nv12_to_luma(data: &[u8], width: u32, height: u32, out: &mut [u8]) -> Result<()> {
+    check_len(PixelFormat::Nv12, data, width, height)?;
+    let n = width as usize * height as usize;
+    out[..n].copy_from_slice(&data[..n]);
+    Ok(())
+}
+
+/// How the source codes luma: video YUV is usually limited ("studio") range 16..235, JPEG and
+/// image files use the full 0..255. The pipeline always works in full range, so a grey B-mode
+/// pixel has the same value whether it came through a dongle or a screenshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LumaRange {
+    #[default]
+    Limited,
+    Full,
+}
+
+/// Expands limited-range luma (16..235) to full range in place, rounding to nearest.
+pub fn expand_limited_range(luma: &mut [u8]) {
+    static LUT: std::sync::OnceLock<[u8; 256]> = std::sync::OnceLock::new();
+    let lut = LUT.get_or_init(|| {
+        let mut t = [0u8; 256];
+        for (v, slot) in t.iter_mut().enumerate() {
+            let full = ((v as i32 - 16) * 255 * 2 + 219) / (219 * 2);
+            *slot = full.clamp(0, 255) as u8;
+        }
+        t
+    });
+    for v in luma {
+        *v = lut[*v as usize];
+    }
+}
+
+/// Full-range BT.601 luma from RGB, integer arithmetic; exact identity on grey pixels.
+pub fn rgb_to_luma(rgb: &[u8], out: &mut [u8]) {
+    for (dst, px) in out.iter_mut().zip(rgb.chunks_exact(3)) {
+        let y = 19595 * u32::from(px[0]) + 38470 * u32::from(px[1]) + 7471 * u32::from(px[2]) + 32768;
+        *dst = (y >> 16) as u8;
+    }
+}
+
+/// Decodes one MJPEG frame and keeps its luma. JPEG stores Y directly, so the Y channel is
+/// taken without a colour round trip. `scratch` holds the decoded image between calls.
+pub fn mjpeg_to_luma(data: &[u8], width: u32, height: u32, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<()> {
+    use image::ImageDecoder;
+    ensure!(!data.is_empty(), "empty MJPEG frame");
+    let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(data))
+        .context("MJPEG frame is not a decodable JPEG")?;
+    let (w, h) = decoder.dimensions();
+    ensure!(
+        (w, h) == (width, height),
+        "MJPEG frame is {w}x{h}, the stream was negotiated at {width}x{height}"
+    );
+    let color = decoder.color_type();
+    scratch.resize(decoder.total_bytes() as usize, 0);
+    decoder
+        .read_image(scratch)
+        .context("MJPEG frame is truncated or corrupt")?;
+    let n = width as usize * height as usize;
+    match color {
+        image::ColorType::L8 => out[..n].copy_from_slice(&scratch[..n]),
+        // The decoder converted YCbCr to RGB; BT.601 recovers Y (full range as JPEG uses).
+        image::ColorType::Rgb8 => rgb_to_luma(scratch, &mut out[..n]),
+        other => anyhow::bail!("MJPEG frame has unsupported colour type {other:?}"),
+    }
+    Ok(())
+}
+
+/// Converts a raw or compressed frame of `format` into `out` (resized to width x height).
+pub fn to_luma(
+    format: PixelFormat,
+    range: LumaRange,
+    data: &[u8],
+    width: u32,
+    height: u32,
+    out: &mut crate::frame::LumaFrame,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    ensure!(width > 0 && height > 0, "frame size {width}x{height} is empty");
+    out.reshape(width, height);
+    let dst = out.pixels_mut();
+    match format {
+        PixelFormat::Yuyv | PixelFormat::Nv12 => {
+            if format == PixelFormat::Yuyv {
+                yuyv_to_luma(data, width, height, dst)?;
+            } else {
+                nv12_to_luma(data, width, height, dst)?;
+            }
+            if range == LumaRange::Limited {
+                expand_limited_range(dst);
+            }
+            Ok(())
+        }
+        PixelFormat::Mjpeg => mjpeg_to_luma(data, width, height, dst, scratch),
+        PixelFormat::Grey => {
+            check_len(format, data, width, height)?;
+            dst.copy_from_slice(&data[..dst.len()]);
+            Ok(())
+        }
+        PixelFormat::Rgb24 => {
+            check_len(format, data, width, height)?;
+            rgb_to_luma(data, dst);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_frames_are_errors() {
+        let mut out = vec![0u8; 16];
+        let err = yuyv_to_luma(&[0u8; 7], 4, 4, &mut out).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert!(nv12_to_luma(&[0u8; 23], 4, 4, &mut out).is_err());
+        let mut scratch = Vec::new();
+        assert!(mjpeg_to_luma(&[0xFF, 0xD8, 0xFF], 4, 4, &mut out, &mut scratch).is_err());
+        assert!(mjpeg_to_luma(&[], 4, 4, &mut out, &mut scratch).is_err());
+    }
+
+    #[test]
+    fn yuyv_takes_even_bytes() {
+        let data = [10, 1, 20, 2, 30, 3, 40, 4];
+        let mut out = [0u8; 4];
+        yuyv_to_luma(&data, 4, 1, &mut out).unwrap();
+        assert_eq!(out, [10, 20, 30, 40]);
+    }
+
+    #[test]
+    fn rgb_luma_matches_bt601_endpoints() {
+        let mut out = [0u8; 2];
+        rgb_to_luma(&[0, 0, 0, 255, 255, 255], &mut out);
+        assert_eq!(out, [0, 255]);
+        for v in 0..=255u8 {
+            let mut y = [0u8];
+            rgb_to_luma(&[v, v, v], &mut y);
+            assert_eq!(y[0], v, "grey must map to itself");
+        }
+    }
+
+    #[test]
+    fn limited_range_expands_to_full() {
+        let mut v = [16u8, 235, 0, 255, 126];
+        expand_limited_range(&mut v);
+        assert_eq!(v, [0, 255, 0, 255, 128]);
+    }
+
+    #[test]
+    fn fourcc_round_trips() {
+        for f in [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Mjpeg, PixelFormat::Grey, PixelFormat::Rgb24] {
+            assert_eq!(PixelFormat::from_fourcc(f.fourcc()), Some(f));
+        }
+    }
+}

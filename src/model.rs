@@ -1,0 +1,265 @@
+//! Model stage: the manifest and the tract runtime.
+//!
+//! A model directory holds the ONNX file and `manifest.toml`. Loading checks the file's sha256
+//! and the input/output shapes against the manifest, optimises once and keeps one runnable
+//! plan and one state for every frame. Any mismatch is an error naming the file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+use crate::preprocess::Normalization;
+
+pub const MANIFEST_FILE: &str = "manifest.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+}
+
+/// What the model's single output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Softmax already applied.
+    Probabilities,
+    /// Raw scores; softmax is applied here.
+    Logits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub kind: OutputKind,
+    pub labels: Vec<String>,
+    pub positive_label: String,
+}
+
+/// Operating point shipped with the model (a site may override it in its profile).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatingPoint {
+    pub threshold: f32,
+    /// Probabilities in [low, high) are INDETERMINATE.
+    pub indeterminate: [f32; 2],
+}
+
+/// `manifest.toml` of a model directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub id: String,
+    pub version: String,
+    pub architecture: String,
+    pub file: String,
+    pub sha256: String,
+    pub input: InputSpec,
+    pub normalization: Normalization,
+    pub output: OutputSpec,
+    pub decision: OperatingPoint,
+    /// Free-form provenance: quantization, training data, metrics. Shown, never interpreted.
+    #[serde(default)]
+    pub quantization: toml::Table,
+    #[serde(default)]
+    pub training: toml::Table,
+    #[serde(default)]
+    pub metrics: toml::Table,
+    #[serde(default)]
+    pub intended_use: String,
+}
+
+impl Manifest {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read model manifest {}", path.display()))?;
+        let manifest: Manifest =
+            toml::from_str(&text).with_context(|| format!("malformed model manifest {}", path.display()))?;
+        manifest.validate().with_context(|| format!("invalid model manifest {}", path.display()))?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<()> {
+        ensure!(!self.id.trim().is_empty(), "id is empty");
+        ensure!(
+            self.sha256.len() == 64 && self.sha256.chars().all(|c| c.is_ascii_hexdigit()),
+            "sha256 must be 64 hex digits"
+        );
+        ensure!(self.input.channels == 3, "input.channels must be 3 (got {})", self.input.channels);
+        ensure!(
+            (16..=1024).contains(&self.input.width) && (16..=1024).contains(&self.input.height),
+            "input size {}x{} must be within 16..1024",
+            self.input.width,
+            self.input.height
+        );
+        self.normalization.validate()?;
+        ensure!(self.output.labels.len() == 2, "output.labels must name 2 classes");
+        ensure!(
+            self.output.labels.contains(&self.output.positive_label),
+            "output.positive_label {:?} is not one of the labels {:?}",
+            self.output.positive_label,
+            self.output.labels
+        );
+        validate_operating_point(&self.decision)?;
+        Ok(())
+    }
+
+    /// Index of the positive (ESRD) class in the output.
+    pub fn positive_index(&self) -> usize {
+        self.output
+            .labels
+            .iter()
+            .position(|l| *l == self.output.positive_label)
+            .unwrap_or(1)
+    }
+}
+
+/// Threshold in (0, 1), band low <= threshold <= high, all within 0..1.
+pub fn validate_operating_point(op: &OperatingPoint) -> Result<()> {
+    let [lo, hi] = op.indeterminate;
+    ensure!(
+        op.threshold > 0.0 && op.threshold < 1.0,
+        "decision threshold {} must be within (0, 1)",
+        op.threshold
+    );
+    ensure!(
+        (0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi) && lo <= op.threshold && op.threshold <= hi,
+        "indeterminate band [{lo}, {hi}] must lie within 0..1 and contain the threshold {}",
+        op.threshold
+    );
+    Ok(())
+}
+
+/// sha256 of a file, lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+type Plan = TypedSimplePlan<TypedModel>;
+
+/// A loaded, verified, optimised model ready to classify tensors.
+pub struct Classifier {
+    manifest: Manifest,
+    model_path: PathBuf,
+    state: TypedSimpleState<TypedModel, std::sync::Arc<Plan>>,
+    input: Tensor,
+    positive: usize,
+}
+
+impl Classifier {
+    /// Loads `dir` (manifest + model file), checking hash and shapes.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let manifest = Manifest::load(dir)?;
+        let model_path = dir.join(&manifest.file);
+        let bytes = std::fs::read(&model_path).with_context(|| format!("cannot read model file {}", model_path.display()))?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if !actual.eq_ignore_ascii_case(&manifest.sha256) {
+            bail!(
+                "model file {} has sha256 {actual}, the manifest expects {} (corrupt or replaced model)",
+                model_path.display(),
+                manifest.sha256
+            );
+        }
+        let (w, h) = (manifest.input.width as usize, manifest.input.height as usize);
+        let onnx = tract_onnx::onnx();
+        let model = onnx
+            .model_for_read(&mut std::io::Cursor::new(&bytes))
+            .with_context(|| format!("{} is not a loadable ONNX model", model_path.display()))?;
+        check_declared_input(&model, [1, 3, h, w]).with_context(|| format!("model file {}", model_path.display()))?;
+        let model = model
+            .with_input_fact(0, f32::fact([1, 3, h, w]).into())
+            .and_then(|m| m.into_optimized())
+            .with_context(|| format!("cannot prepare model {} for a 1x3x{h}x{w} input", model_path.display()))?;
+        ensure!(
+            model.outputs.len() == 1,
+            "model {} has {} outputs, expected 1",
+            model_path.display(),
+            model.outputs.len()
+        );
+        let out_fact = model.output_fact(0)?;
+        let out_shape: Vec<usize> = out_fact
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec())
+            .with_context(|| format!("model {} output shape is not fixed", model_path.display()))?;
+        ensure!(
+            out_shape.iter().product::<usize>() == 2 && out_shape.last() == Some(&2),
+            "model {} outputs shape {out_shape:?}, the manifest declares 2 classes",
+            model_path.display()
+        );
+        let plan = std::sync::Arc::new(model.into_runnable()?);
+        let state = SimpleState::new(plan)?;
+        let positive = manifest.positive_index();
+        Ok(Self {
+            input: Tensor::zero::<f32>(&[1, 3, h, w])?,
+            manifest,
+            model_path,
+            state,
+            positive,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    /// Probability of the positive class for one preprocessed NCHW tensor.
+    pub fn probability(&mut self, tensor: &[f32]) -> Result<f32> {
+        let dst = self.input.as_slice_mut::<f32>()?;
+        ensure!(
+            dst.len() == tensor.len(),
+            "tensor of {} values, the model takes {}",
+            tensor.len(),
+            dst.len()
+        );
+        dst.copy_from_slice(tensor);
+        let outputs = self.state.run(tvec!(self.input.clone().into_tvalue()))?;
+        let out = outputs[0].as_slice::<f32>()?;
+        let (a, b) = (out[0], out[1]);
+        ensure!(a.is_finite() && b.is_finite(), "model output is not finite ({a}, {b})");
+        let p = match self.manifest.output.kind {
+            OutputKind::Probabilities => out[self.positive],
+            OutputKind::Logits => {
+                let m = a.max(b);
+                let (ea, eb) = ((a - m).exp(), (b - m).exp());
+                [ea, eb][self.positive] / (ea + eb)
+            }
+        };
+        ensure!((0.0..=1.0).contains(&p), "model probability {p} is outside 0..1");
+        Ok(p)
+    }
+}
+
+/// The ONNX file's own input declaration must agree with the manifest where it is concrete.
+fn check_declared_input(model: &InferenceModel, expected: [usize; 4]) -> Result<()> {
+    ensure!(model.inputs.len() == 1, "model has {} inputs, expected 1", model.inputs.len());
+    use tract_onnx::tract_hir::infer::Factoid;
+    let fact = model.input_fact(0)?;
+    if !fact.shape.is_open() {
+        let dims: Vec<Option<usize>> = fact
+            .shape
+            .dims()
+            .map(|d| d.concretize().and_then(|t| t.as_i64()).map(|v| v as usize))
+            .collect();
+        ensure!(dims.len() == 4, "model input has rank {}, expected 4 (NCHW)", dims.len());
+        for (i, (d, e)) in dims.iter().zip(expected).enumerate() {
+            if let Some(d) = d {
+                ensure!(
+                    *d == e,
+                    "model input is {dims:?}, the manifest declares {expected:?} (dimension {i} differs)"
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Screen stage: where on the scanner's screen is the B-mode image?
+//!
+//! A scanner profile may give the image rectangle outright (best for a known scanner). Otherwise
+//! it is detected: the screen is cut into blocks, blocks with speckle-like texture are kept, and
+//! the largest connected group of them is the image. Header text, rulers and logos form small
+//! groups of their own and are ignored. Nothing outside the found rectangle goes further.
+
+use crate::frame::LumaFrame;
+use crate::geometry::Rect;
+
+/// Block edge, in pixels, of the texture grid.
+const BLOCK: u32 = 16;
+/// A block whose standard deviation is at least this is textured (speckle, tissue).
+const TEXTURE_STD: f32 = 6.0;
+/// A frame whose whole standard deviation is below this is a flat "no signal" screen.
+const FLAT_FRAME_STD: f32 = 3.0;
+/// The image must cover at least this fraction of the screen.
+const MIN_IMAGE_FRACTION: f64 = 0.04;
+/// A textured region covering more than this fraction of the screen is noise, not a scanner
+/// screen (a capture card without lock often delivers full-frame noise).
+const NOISE_FRACTION: f64 = 0.85;
+/// A pixel brighter than this counts as image content when refining the edges.
+const CONTENT_LEVEL: u8 = 24;
+/// In a profile-fixed rectangle, at least this fraction of blocks must be textured.
+const MIN_TEXTURED_IN_FIXED: f64 = 0.2;
+/// A detection within this many pixels of the locked rectangle keeps the locked one.
+const LOCK_TOLERANCE_FRACTION: f32 = 0.03;
+
+/// What the screen shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScreenState {
+    /// The B-mode image is at this rectangle.
+    Image(Rect),
+    /// A scanner screen without an image (probe lifted, frozen blank, menus).
+    NoImage,
+    /// Not a scanner screen at all: flat colour or noise.
+    NoSignal,
+}
+
+/// Finds the image area frame after frame, holding its answer steady against speckle.
+pub struct ScreenLocator {
+    fixed: Option<Rect>,
+    locked: Option<Rect>,
+    block_std: Vec<f32>,
+    labels: Vec<u32>,
+    stack: Vec<usize>,
+}
+
+impl ScreenLocator {
+    /// `fixed`: the image rectangle from a scanner profile, or None to detect it.
+    pub fn new(fixed: Option<Rect>) -> Self {
+        Self {
+            fixed,
+            locked: None,
+            block_std: Vec::new(),
+            labels: Vec::new(),
+            stack: Vec::new(),
+        }
+    }
+
+    pub fn locate(&mut self, frame: &LumaFrame) -> ScreenState {
+        let (bw, bh) = (frame.width() / BLOCK, frame.height() / BLOCK);
+        if bw < 4 || bh < 4 {
+            return ScreenState::NoSignal;
+        }
+        let global_std = self.block_statistics(frame, bw, bh);
+        if global_std < FLAT_FRAME_STD {
+            self.locked = None;
+            return ScreenState::NoSignal;
+        }
+        if let Some(rect) = self.fixed {
+            if !rect.fits_in(frame.width(), frame.height()) {
+                // Validated at start-up against the configured size; a dongle that changed mode
+                // shows up here instead of reading outside the frame.
+                return ScreenState::NoSignal;
+            }
+            let textured = self.textured_fraction(rect, bw, bh);
+            return if textured >= MIN_TEXTURED_IN_FIXED {
+                ScreenState::Image(rect)
+            } else {
+                ScreenState::NoImage
+            };
+        }
+        let total_blocks = (bw * bh) as f64;
+        let Some((count, block_box)) = self.largest_textured_region(bw, bh) else {
+            self.locked = None;
+            return ScreenState::NoImage;
+        };
+        let fraction = count as f64 / total_blocks;
+        if fraction > NOISE_FRACTION {
+            self.locked = None;
+            return ScreenState::NoSignal;
+        }
+        if fraction < MIN_IMAGE_FRACTION {
+            self.locked = None;
+            return ScreenState::NoImage;
+        }
+        let found = refine_edges(frame, block_box);
+        let rect = match self.locked {
+            Some(locked) if within_tolerance(&locked, &found) => locked,
+            _ => found,
+        };
+        self.locked = Some(rect);
+        ScreenState::Image(rect)
+    }
+
+    /// Fills `block_std` and returns the whole frame's standard deviation.
+    fn block_statistics(&mut self, frame: &LumaFrame, bw: u32, bh: u32) -> f32 {
+        self.block_std.clear();
+        self.block_std.resize((bw * bh) as usize, 0.0);
+        let mut sums = vec_reuse(&mut self.stack, bw as usize * 2);
+        let (mut total, mut total_sq) = (0f64, 0f64);
+        let n = f64::from(BLOCK * BLOCK);
+        for by in 0..bh {
+            sums.iter_mut().for_each(|v| *v = 0);
+            for y in by * BLOCK..(by + 1) * BLOCK {
+                let row = frame.row(y);
+                for bx in 0..bw as usize {
+                    let (mut s, mut sq) = (0usize, 0usize);
+                    for &p in &row[bx * BLOCK as usize..(bx + 1) * BLOCK as usize] {
+                        s += p as usize;
+                        sq += p as usize * p as usize;
+                    }
+                    sums[bx * 2] += s;
+                    sums[bx * 2 + 1] += sq;
+                }
+            }
+            for bx in 0..bw as usize {
+                let (s, sq) = (sums[bx * 2] as f64, sums[bx * 2 + 1] as f64);
+                total += s;
+                total_sq += sq;
+                let mean = s / n;
+                self.block_std[(by * bw) as usize + bx] = (sq / n - mean * mean).max(0.0).sqrt() as f32;
+            }
+        }
+        self.stack = sums;
+        let count = n * f64::from(bw * bh);
+        let mean = total / count;
+        (total_sq / count - mean * mean).max(0.0).sqrt() as f32
+    }
+
+    fn textured_fraction(&self, rect: Rect, bw: u32, bh: u32) -> f64 {
+        let (x0, y0) = (rect.x / BLOCK, rect.y / BLOCK);
+        let (x1, y1) = ((rect.right() / BLOCK).min(bw), (rect.bottom() / BLOCK).min(bh));
+        let (mut textured, mut all) = (0u32, 0u32);
+        for by in y0..y1 {
+            for bx in x0..x1 {
+                all += 1;
+                if self.block_std[(by * bw + bx) as usize] >= TEXTURE_STD {
+                    textured += 1;
+                }
+            }
+        }
+        if all == 0 { 0.0 } else { f64::from(textured) / f64::from(all) }
+    }
+
+    /// Largest 8-connected group of textured blocks: (block count, bounding box in blocks).
+    fn largest_textured_region(&mut self, bw: u32, bh: u32) -> Option<(usize, Rect)> {
+        let (w, h) = (bw as usize, bh as usize);
+        self.labels.clear();
+        self.labels.resize(w * h, 0);
+        let mut stack = std::mem::take(&mut self.stack);
+        let mut best: Option<(usize, Rect)> = None;
+        let mut next_label = 1;
+        for start in 0..w * h {
+            if self.labels[start] != 0 || self.block_std[start] < TEXTURE_STD {
+                continue;
+            }
+            stack.clear();
+            stack.push(start);
+            self.labels[start] = next_label;
+            let (mut count, mut x0, mut y0, mut x1, mut y1) = (0, w, h, 0, 0);
+            while let Some(i) = stack.pop() {
+                let (x, y) = (i % w, i / w);
+                count += 1;
+                x0 = x0.min(x);
+                y0 = y0.min(y);
+                x1 = x1.max(x);
+                y1 = y1.max(y);
+                for dy in [-1i64, 0, 1] {
+                    for dx in [-1i64, 0, 1] {
+                        let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                        if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
+                            continue;
+                        }
+                        let j = ny as usize * w + nx as usize;
+                        if self.labels[j] == 0 && self.block_std[j] >= TEXTURE_STD {
+                            self.labels[j] = next_label;
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            next_label += 1;
+            if best.is_none_or(|(c, _)| count > c) {
+                let rect = Rect::new(x0 as u32, y0 as u32, (x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32);
+                best = Some((count, rect));
+            }
+        }
+        self.stack = stack;
+        best
+    }
+}
+
+fn vec_reuse(buf: &mut Vec<usize>, len: usize) -> Vec<usize> {
+    let mut v = std::mem::take(buf);
+    v.clear();
+    v.resize(len, 0);
+    v
+}
+
+fn within_tolerance(locked: &Rect, found: &Rect) -> bool {
+    let tol = (LOCK_TOLERANCE_FRACTION * locked.width.max(locked.height) as f32) as u32;
+    locked.max_edge_distance(found) <= tol.max(2)
+}
+
+/// Block-precision bounding box -> pixel edges: each edge moves inward to the first row or
+/// column with image content (the edge blocks are only partly covered by the image).
+fn refine_edges(frame: &LumaFrame, blocks: Rect) -> Rect {
+    let x0 = blocks.x * BLOCK;
+    let y0 = blocks.y * BLOCK;
+    let x1 = (blocks.right() * BLOCK).min(frame.width());
+    let y1 = (blocks.bottom() * BLOCK).min(frame.height());
+    // A line of the image must hold a few content pixels, so one hot pixel does not count.
+    const MIN_CONTENT: usize = 3;
+    let col_has = |x: u32| (y0..y1).filter(|&y| frame.get(x, y) > CONTENT_LEVEL).count() >= MIN_CONTENT;
+    let row_has = |y: u32| frame.row(y)[x0 as usize..x1 as usize].iter().filter(|&&p| p > CONTENT_LEVEL).count() >= MIN_CONTENT;
+    let left = (x0..x1).find(|&x| col_has(x)).unwrap_or(x0);
+    let right = (left..x1).rev().find(|&x| col_has(x)).map_or(x1, |x| x + 1);
+    let top = (y0..y1).find(|&y| row_has(y)).unwrap_or(y0);
+    let bottom = (top..y1).rev().find(|&y| row_has(y)).map_or(y1, |y| y + 1);
+    Rect::new(left, top, right.saturating_sub(left).max(1), bottom.saturating_sub(top).max(1))
+}

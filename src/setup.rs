@@ -1,0 +1,138 @@
+//! Builds the pipeline and its source from a validated configuration.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::audit::AuditLog;
+use crate::capture::FrameSource;
+use crate::capture::replay::{ImageReplay, MjpegReplay, RawReplay};
+use crate::capture::simulated::SimulatedSource;
+use crate::config::{Config, SourceConfig};
+use crate::decision::Stabilizer;
+use crate::indicator::{ConsoleIndicator, Fanout, Indicator, JsonEvents};
+use crate::model::Classifier;
+use crate::pipeline::Pipeline;
+use crate::roi::RoiSelector;
+use crate::screen::ScreenLocator;
+use crate::simulator::ScreenLayout;
+
+/// Finds a model directory: as given, else relative to the executable (an installed tarball
+/// keeps models/ beside bin/), else relative to the source tree (cargo run).
+pub fn resolve_model_dir(dir: &Path) -> PathBuf {
+    if dir.exists() || dir.is_absolute() {
+        return dir.to_path_buf();
+    }
+    let candidates = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|p| p.to_path_buf()))
+        .into_iter()
+        .flat_map(|bin| [bin.join(dir), bin.join("..").join(dir)])
+        .chain(std::iter::once(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)));
+    for c in candidates {
+        if c.join(crate::model::MANIFEST_FILE).exists() {
+            return c;
+        }
+    }
+    dir.to_path_buf()
+}
+
+/// Loads the model with tract's thread setting applied.
+pub fn load_model(dir: &Path) -> Result<Classifier> {
+    let dir = resolve_model_dir(dir);
+    Classifier::load(&dir).with_context(|| format!("cannot load model from {}", dir.display()))
+}
+
+pub fn open_source(source: &SourceConfig) -> Result<Box<dyn FrameSource>> {
+    Ok(match source {
+        SourceConfig::Simulated {
+            seed,
+            hd1080,
+            frames_per_patient,
+        } => {
+            let layout = if *hd1080 { ScreenLayout::Hd1080 } else { ScreenLayout::Hd720 };
+            Box::new(SimulatedSource::new(*seed, layout, *frames_per_patient, None))
+        }
+        SourceConfig::Images { path, looping } => Box::new(ImageReplay::open(path, *looping)?),
+        SourceConfig::Raw {
+            path,
+            format,
+            width,
+            height,
+            luma_range,
+            looping,
+        } => Box::new(RawReplay::open(path, *format, *luma_range, *width, *height, *looping)?),
+        SourceConfig::Mjpeg { path, looping } => Box::new(MjpegReplay::open(path, *looping)?),
+        #[cfg(target_os = "linux")]
+        SourceConfig::V4l2 {
+            device,
+            width,
+            height,
+            formats,
+            timeout_ms,
+            luma_range,
+        } => Box::new(crate::capture::v4l2::V4l2Source::open(crate::capture::v4l2::V4l2Settings {
+            device: device.clone(),
+            width: *width,
+            height: *height,
+            formats: formats.clone(),
+            timeout: std::time::Duration::from_millis(*timeout_ms),
+            luma_range: *luma_range,
+        })?),
+        #[cfg(not(target_os = "linux"))]
+        SourceConfig::V4l2 { .. } => anyhow::bail!("V4L2 capture needs Linux"),
+    })
+}
+
+/// Indicators named by the configuration, plus `extra` (the demo's printer).
+pub fn open_indicators(config: &Config, extra: Option<Box<dyn Indicator>>) -> Result<Box<dyn Indicator>> {
+    let mut all: Vec<Box<dyn Indicator>> = Vec::new();
+    if config.console && extra.is_none() {
+        all.push(Box::new(ConsoleIndicator::new(std::io::stdout(), false)));
+    }
+    if let Some(extra) = extra {
+        all.push(extra);
+    }
+    if let Some(path) = &config.json_events {
+        let out: Box<dyn std::io::Write> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open JSON events file {}", path.display()))?,
+            )
+        };
+        all.push(Box::new(JsonEvents::new(out)));
+    }
+    #[cfg(target_os = "linux")]
+    if let Some(g) = &config.gpio {
+        all.push(Box::new(crate::indicator::led::rpi::open_leds(g.green, g.amber, g.red, g.active_low)?));
+    }
+    #[cfg(not(target_os = "linux"))]
+    if config.gpio.is_some() {
+        anyhow::bail!("[indicator.gpio] needs a Raspberry Pi running Linux");
+    }
+    Ok(Box::new(Fanout(all)))
+}
+
+/// Everything but the source: model, stages, indicators, audit.
+pub fn build_pipeline(config: &Config, source_name: String, extra: Option<Box<dyn Indicator>>) -> Result<Pipeline> {
+    let model = load_model(&config.model_dir)?;
+    let audit = match &config.audit_dir {
+        Some(dir) => Some(AuditLog::open(dir, config.audit_sync)?),
+        None => None,
+    };
+    Pipeline::new(
+        ScreenLocator::new(config.image_rect),
+        RoiSelector::new(config.guide)?,
+        model,
+        config.operating_point,
+        Stabilizer::new(config.k, config.n)?,
+        open_indicators(config, extra)?,
+        audit,
+        source_name,
+    )
+}
