@@ -35,6 +35,11 @@ from kidney_model import metrics, transforms  # noqa: E402
 MODEL_ID = "densenet121-kidney-sim"
 VERSION = "1.0.0"
 OPSET = 13
+# Largest |p_tract - p_onnxruntime| accepted. fp32: float summation order only. int8: the two
+# runtimes round some activations to the neighbouring quantization step (measured 1.4e-2 on 100
+# held-out ROIs, with 100% verdict agreement), well under int8-vs-fp32 drift (9e-2).
+TRACT_FP32_TOLERANCE = 1e-4
+TRACT_INT8_TOLERANCE = 3e-2
 
 
 def log(msg: str) -> None:
@@ -171,9 +176,14 @@ def main() -> int:
     rng = np.random.default_rng(0)
     calib = [calib_rows[i][0] for i in rng.choice(len(calib_rows), args.calibration_count, replace=False)]
     int8 = args.out / "model.int8.onnx"
-    log(f"static int8 quantization (QDQ, per-channel s8 weights, u8 activations, {len(calib)} calibration ROIs)")
+    log(f"static int8 quantization (QDQ on Conv/Gemm, per-tensor s8 weights, u8 activations, {len(calib)} calibration ROIs)")
+    # Measured with tract-onnx 0.22 (see README, speed notes): per-channel weight QDQ and
+    # quantized BatchNormalization give wrong outputs in tract (probability pinned to 0 or 1,
+    # 50% verdict agreement with onnxruntime), while Conv/Gemm-only per-tensor QDQ agrees with
+    # onnxruntime to ~1e-3. So quantize only what tract evaluates correctly.
     quantize_static(
-        str(pre), str(int8), RoiReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+        str(pre), str(int8), RoiReader(calib), quant_format=QuantFormat.QDQ, per_channel=False,
+        op_types_to_quantize=["Conv", "Gemm"],
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
     )
     shutil.rmtree(tmp)
@@ -186,7 +196,7 @@ def main() -> int:
     log(f"held-out AUC fp32 {m_fp32['auc']:.4f} int8 {m_int8['auc']:.4f}; acc fp32 {m_fp32['accuracy']:.4f} int8 {m_int8['accuracy']:.4f}")
     report = json.loads(args.train_report.read_text())
     quant = {
-        "scheme": "static QDQ (onnxruntime quantize_static), per-channel symmetric int8 weights, uint8 activations",
+        "scheme": "static QDQ (onnxruntime quantize_static) on Conv and Gemm, per-tensor symmetric int8 weights, uint8 activations",
         "calibration": f"{len(calib)} training ROIs, MinMax",
         "fp32_file_sha256": sha256(fp32),
     }
@@ -240,7 +250,10 @@ def main() -> int:
         parity["tract_int8_vs_ort_int8_verdict_agreement"] = float(np.mean((t8 >= 0.5) == (s_int8[:n] >= 0.5)))
         log(f"tract vs onnxruntime: int8 max |dp| {parity['tract_int8_vs_ort_int8_max_abs']:.2e}, fp32 {parity['tract_fp32_vs_ort_fp32_max_abs']:.2e}")
     (args.out / "parity.json").write_text(json.dumps(parity, indent=2))
-    np.savetxt(args.out / ".heldout_scores.csv", np.c_[y, s_fp32, s_int8], delimiter=",", header="label,fp32,int8")
+    if args.binary and (parity["tract_int8_vs_ort_int8_max_abs"] > TRACT_INT8_TOLERANCE
+                        or parity["tract_fp32_vs_ort_fp32_max_abs"] > TRACT_FP32_TOLERANCE):
+        log("FAILED: tract disagrees with onnxruntime beyond tolerance (parity.json); do not ship this model")
+        return 1
     log(f"wrote {args.out} (int8 {int8.stat().st_size / 1e6:.1f} MB) and {args.out_fp32}")
     return 0
 
