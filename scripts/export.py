@@ -13,6 +13,7 @@ goes to --out-fp32 with its own manifest, for speed and accuracy comparisons.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import hashlib
 import json
@@ -195,6 +196,8 @@ def main() -> int:
     m_fp32, m_int8 = metrics.binary_metrics(y, s_fp32, 0.5), metrics.binary_metrics(y, s_int8, 0.5)
     log(f"held-out AUC fp32 {m_fp32['auc']:.4f} int8 {m_int8['auc']:.4f}; acc fp32 {m_fp32['accuracy']:.4f} int8 {m_int8['accuracy']:.4f}")
     report = json.loads(args.train_report.read_text())
+    seeds = [int(r["seed"]) for r in csv.DictReader((args.heldout / "labels.csv").open()) if r.get("seed")]
+    heldout_seeds = f"{min(seeds)}..{max(seeds)}" if seeds else "unknown"
     quant = {
         "scheme": "static QDQ (onnxruntime quantize_static) on Conv and Gemm, per-tensor symmetric int8 weights, uint8 activations",
         "calibration": f"{len(calib)} training ROIs, MinMax",
@@ -213,7 +216,7 @@ def main() -> int:
         "exported": datetime.date.today().isoformat(),
     }
     metric = {
-        "heldout": f"{len(paths)} simulated phantoms, seeds {args.heldout.name} (never used in training)",
+        "heldout": f"{len(paths)} simulated phantoms, seeds {heldout_seeds} (never used in training)",
         "auc": m_int8["auc"], "accuracy": m_int8["accuracy"], "sensitivity": m_int8["sensitivity"],
         "specificity": m_int8["specificity"], "fp32_auc": m_fp32["auc"],
         "int8_minus_fp32_auc": m_int8["auc"] - m_fp32["auc"],

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
 use crate::capture::{LumaRange, PixelFormat};
+use crate::display::Panel;
 use crate::geometry::{Rect, RelativeRect};
 use crate::model::OperatingPoint;
 
@@ -53,6 +54,64 @@ pub struct GpioLeds {
     pub active_low: bool,
 }
 
+/// The optional status display (`[display]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisplayConfig {
+    pub sink: DisplaySinkConfig,
+    /// True: a display that cannot be opened stops start-up. False (default): a warning, and
+    /// the LEDs / console carry on alone.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DisplaySinkConfig {
+    /// SPI TFT panel driven directly (Raspberry Pi SPI + GPIO).
+    Spi(SpiPanelConfig),
+    /// Linux framebuffer device; geometry and pixel format come from the device.
+    Framebuffer { device: PathBuf },
+    /// PNG file rewritten (atomically) after each change: tests, demos, remote viewing.
+    Png { path: PathBuf, width: u32, height: u32 },
+}
+
+/// An SPI panel. `width` x `height` is the panel's native size (rotation 0); rotated 90 or 270
+/// degrees the screen is `height` x `width`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpiPanelConfig {
+    pub panel: Panel,
+    pub width: u16,
+    pub height: u16,
+    /// Degrees clockwise: 0, 90, 180 or 270.
+    pub rotation: u16,
+    /// /dev/spidev{spi_bus}.{spi_cs}
+    pub spi_bus: u8,
+    pub spi_cs: u8,
+    pub spi_hz: u32,
+    pub spi_mode: u8,
+    /// BCM GPIO numbers.
+    pub dc_pin: u8,
+    pub rst_pin: Option<u8>,
+    pub backlight_pin: Option<u8>,
+    pub invert_colors: bool,
+    pub bgr: bool,
+}
+
+impl DisplayConfig {
+    /// The device or file, in words, for messages.
+    pub fn describe(&self) -> String {
+        match &self.sink {
+            DisplaySinkConfig::Spi(s) => format!(
+                "{} SPI display on /dev/spidev{}.{} (DC GPIO {})",
+                s.panel.name(),
+                s.spi_bus,
+                s.spi_cs,
+                s.dc_pin
+            ),
+            DisplaySinkConfig::Framebuffer { device } => format!("framebuffer display {}", device.display()),
+            DisplaySinkConfig::Png { path, .. } => format!("PNG display file {}", path.display()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub board: String,
@@ -69,6 +128,7 @@ pub struct Config {
     pub gpio: Option<GpioLeds>,
     pub audit_dir: Option<PathBuf>,
     pub audit_sync: bool,
+    pub display: Option<DisplayConfig>,
 }
 
 pub const DEFAULT_GUIDE: RelativeRect = RelativeRect {
@@ -98,6 +158,7 @@ struct RawConfig {
     indicator: RawIndicator,
     #[serde(default)]
     audit: RawAudit,
+    display: Option<RawDisplay>,
 }
 
 #[derive(Deserialize)]
@@ -171,8 +232,177 @@ struct RawAudit {
     sync: Option<bool>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisplay {
+    sink: String,
+    device: Option<PathBuf>,
+    path: Option<PathBuf>,
+    panel: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    rotation: Option<u32>,
+    spi_bus: Option<u8>,
+    spi_cs: Option<u8>,
+    spi_hz: Option<u32>,
+    spi_mode: Option<u8>,
+    dc_pin: Option<u8>,
+    rst_pin: Option<u8>,
+    backlight_pin: Option<u8>,
+    invert_colors: Option<bool>,
+    bgr: Option<bool>,
+    required: Option<bool>,
+}
+
+/// Smallest screen the status layout is drawn for.
+pub const MIN_DISPLAY_SIDE: u32 = 240;
+pub const DEFAULT_SPI_HZ: u32 = 40_000_000;
+
+impl RawDisplay {
+    fn validate(self, leds: Option<&GpioLeds>) -> Result<DisplayConfig> {
+        let sink = self.sink.as_str();
+        // Keys that only make sense for other sinks are mistakes, not silently ignored.
+        let spi_only = [
+            ("panel", self.panel.is_some()),
+            ("rotation", self.rotation.is_some()),
+            ("spi_bus", self.spi_bus.is_some()),
+            ("spi_cs", self.spi_cs.is_some()),
+            ("spi_hz", self.spi_hz.is_some()),
+            ("spi_mode", self.spi_mode.is_some()),
+            ("dc_pin", self.dc_pin.is_some()),
+            ("rst_pin", self.rst_pin.is_some()),
+            ("backlight_pin", self.backlight_pin.is_some()),
+            ("invert_colors", self.invert_colors.is_some()),
+            ("bgr", self.bgr.is_some()),
+        ];
+        let not_for = |keys: &[(&str, bool)]| -> Result<()> {
+            match keys.iter().find(|(_, set)| *set) {
+                Some((key, _)) => bail!("[display] `{key}` does not apply to sink = {sink:?}"),
+                None => Ok(()),
+            }
+        };
+        let sink_config = match sink {
+            "spi" => {
+                not_for(&[("device", self.device.is_some()), ("path", self.path.is_some())])?;
+                let panel = match self.panel.as_deref() {
+                    None => bail!("[display] sink = \"spi\" needs `panel` (st7789, ili9341)"),
+                    Some(name) => Panel::from_name(name)
+                        .with_context(|| format!("[display] panel = {name:?} is unknown (st7789, ili9341)"))?,
+                };
+                let (default_w, default_h) = panel.default_size();
+                let width = self.width.unwrap_or(u32::from(default_w));
+                let height = self.height.unwrap_or(u32::from(default_h));
+                let (max_w, max_h) = panel.max_size();
+                ensure!(
+                    (MIN_DISPLAY_SIDE..=u32::from(max_w)).contains(&width)
+                        && (MIN_DISPLAY_SIDE..=u32::from(max_h)).contains(&height),
+                    "[display] width x height = {width}x{height}: a {} panel is at most {max_w}x{max_h} \
+                     (native size, rotation 0) and the status screen needs at least {MIN_DISPLAY_SIDE}x{MIN_DISPLAY_SIDE}",
+                    panel.name()
+                );
+                let rotation = self.rotation.unwrap_or(0);
+                ensure!(
+                    matches!(rotation, 0 | 90 | 180 | 270),
+                    "[display] rotation = {rotation} must be 0, 90, 180 or 270"
+                );
+                let spi_bus = self.spi_bus.unwrap_or(0);
+                ensure!(spi_bus <= 6, "[display] spi_bus = {spi_bus} must be within 0..6");
+                let spi_cs = self.spi_cs.unwrap_or(0);
+                ensure!(spi_cs <= 2, "[display] spi_cs = {spi_cs} must be within 0..2");
+                let spi_hz = self.spi_hz.unwrap_or(DEFAULT_SPI_HZ);
+                ensure!(
+                    (1_000_000..=125_000_000).contains(&spi_hz),
+                    "[display] spi_hz = {spi_hz} must be within 1000000..125000000"
+                );
+                let spi_mode = self.spi_mode.unwrap_or(0);
+                ensure!(spi_mode <= 3, "[display] spi_mode = {spi_mode} must be within 0..3");
+                let dc_pin = self.dc_pin.context("[display] sink = \"spi\" needs `dc_pin` (BCM GPIO number)")?;
+                let pins = [("dc_pin", Some(dc_pin)), ("rst_pin", self.rst_pin), ("backlight_pin", self.backlight_pin)];
+                let mut taken: Vec<(&str, u8)> = Vec::new();
+                if let Some(g) = leds {
+                    taken.extend([
+                        ("[indicator.gpio] green", g.green),
+                        ("[indicator.gpio] amber", g.amber),
+                        ("[indicator.gpio] red", g.red),
+                    ]);
+                }
+                if spi_bus == 0 {
+                    // SPI0's own lines: MISO, MOSI, SCLK and the chip select in use.
+                    let ce = if spi_cs == 0 { 8 } else { 7 };
+                    taken.extend([("SPI0 MISO", 9), ("SPI0 MOSI", 10), ("SPI0 SCLK", 11), ("SPI0 chip select", ce)]);
+                }
+                for (key, pin) in pins {
+                    let Some(pin) = pin else { continue };
+                    ensure!(pin <= MAX_BCM_PIN, "[display] {key} = {pin} is not a header GPIO (0..27)");
+                    if let Some((other, _)) = taken.iter().find(|(_, p)| *p == pin) {
+                        bail!("[display] {key} = {pin} is already used by {other}");
+                    }
+                    taken.push((key, pin));
+                }
+                DisplaySinkConfig::Spi(SpiPanelConfig {
+                    panel,
+                    width: width as u16,
+                    height: height as u16,
+                    rotation: rotation as u16,
+                    spi_bus,
+                    spi_cs,
+                    spi_hz,
+                    spi_mode,
+                    dc_pin,
+                    rst_pin: self.rst_pin,
+                    backlight_pin: self.backlight_pin,
+                    invert_colors: self.invert_colors.unwrap_or(panel.default_inverted()),
+                    bgr: self.bgr.unwrap_or(panel.default_bgr()),
+                })
+            }
+            "framebuffer" => {
+                not_for(&spi_only)?;
+                not_for(&[
+                    ("path", self.path.is_some()),
+                    ("width", self.width.is_some()),
+                    ("height", self.height.is_some()),
+                ])?;
+                DisplaySinkConfig::Framebuffer {
+                    device: self.device.unwrap_or_else(|| PathBuf::from("/dev/fb0")),
+                }
+            }
+            "png" => {
+                not_for(&spi_only)?;
+                not_for(&[("device", self.device.is_some())])?;
+                let path = self.path.context("[display] sink = \"png\" needs `path`")?;
+                let width = self.width.unwrap_or(MIN_DISPLAY_SIDE);
+                let height = self.height.unwrap_or(MIN_DISPLAY_SIDE);
+                ensure!(
+                    (MIN_DISPLAY_SIDE..=4096).contains(&width) && (MIN_DISPLAY_SIDE..=4096).contains(&height),
+                    "[display] width x height = {width}x{height} must be within {MIN_DISPLAY_SIDE}..4096 each"
+                );
+                DisplaySinkConfig::Png { path, width, height }
+            }
+            other => bail!("[display] sink = {other:?} is unknown (spi, framebuffer, png)"),
+        };
+        Ok(DisplayConfig {
+            sink: sink_config,
+            required: self.required.unwrap_or(false),
+        })
+    }
+}
+
 /// Highest BCM GPIO number on a Raspberry Pi header.
 const MAX_BCM_PIN: u8 = 27;
+
+/// toml's own message spans several lines (with a source excerpt); logs and the CLI want one.
+fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', "; ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self> {
@@ -181,7 +411,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", one_line_toml_error(text, &e)))?;
         raw.validate()
     }
 }
@@ -297,6 +527,10 @@ impl RawConfig {
                 })
             }
         };
+        let display = match self.display {
+            None => None,
+            Some(d) => Some(d.validate(gpio.as_ref())?),
+        };
         Ok(Config {
             board: self.board.unwrap_or_else(|| "unnamed".into()),
             source,
@@ -312,6 +546,7 @@ impl RawConfig {
             gpio,
             audit_dir: self.audit.dir,
             audit_sync: self.audit.sync.unwrap_or(true),
+            display,
         })
     }
 }
@@ -360,6 +595,94 @@ mod tests {
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn display_sections_parse_with_defaults() {
+        assert_eq!(Config::parse(MINIMAL).unwrap().display, None);
+        let spi = Config::parse(&format!(
+            "{MINIMAL}[display]\nsink = \"spi\"\npanel = \"st7789\"\nrotation = 90\ndc_pin = 25\nrst_pin = 24\nbacklight_pin = 18\nrequired = true\n"
+        ))
+        .unwrap()
+        .display
+        .unwrap();
+        assert!(spi.required);
+        let DisplaySinkConfig::Spi(p) = spi.sink else { panic!("{spi:?}") };
+        assert_eq!(
+            p,
+            SpiPanelConfig {
+                panel: Panel::St7789,
+                width: 240,
+                height: 240,
+                rotation: 90,
+                spi_bus: 0,
+                spi_cs: 0,
+                spi_hz: DEFAULT_SPI_HZ,
+                spi_mode: 0,
+                dc_pin: 25,
+                rst_pin: Some(24),
+                backlight_pin: Some(18),
+                invert_colors: true,
+                bgr: false,
+            }
+        );
+        let ili = Config::parse(&format!(
+            "{MINIMAL}[display]\nsink = \"spi\"\npanel = \"ILI9341\"\nspi_bus = 1\nspi_cs = 2\nspi_hz = 32000000\nspi_mode = 3\ndc_pin = 9\ninvert_colors = true\nbgr = false\n"
+        ))
+        .unwrap()
+        .display
+        .unwrap();
+        let DisplaySinkConfig::Spi(p) = ili.sink else { panic!() };
+        assert_eq!((p.panel, p.width, p.height, p.spi_bus, p.spi_cs, p.spi_hz, p.spi_mode), (Panel::Ili9341, 240, 320, 1, 2, 32_000_000, 3));
+        assert!(p.invert_colors && !p.bgr && !ili.required);
+        let fb = Config::parse(&format!("{MINIMAL}[display]\nsink = \"framebuffer\"\n")).unwrap().display.unwrap();
+        assert_eq!(fb.sink, DisplaySinkConfig::Framebuffer { device: PathBuf::from("/dev/fb0") });
+        assert!(!fb.required);
+        let fb1 = Config::parse(&format!("{MINIMAL}[display]\nsink = \"framebuffer\"\ndevice = \"/dev/fb1\"\n")).unwrap();
+        assert!(fb1.display.unwrap().describe().contains("/dev/fb1"));
+        let png = Config::parse(&format!("{MINIMAL}[display]\nsink = \"png\"\npath = \"out/status.png\"\nheight = 320\n")).unwrap();
+        assert_eq!(
+            png.display.unwrap().sink,
+            DisplaySinkConfig::Png { path: PathBuf::from("out/status.png"), width: 240, height: 320 }
+        );
+    }
+
+    #[test]
+    fn display_errors_name_the_key() {
+        let spi = "[display]\nsink = \"spi\"\npanel = \"st7789\"\n";
+        let cases = [
+            ("[display]\npanel = \"st7789\"\n", "sink"),
+            ("[display]\nsink = \"hdmi\"\n", "hdmi"),
+            ("[display]\nsink = \"png\"\npath = \"a.png\"\ncolour = 1\n", "colour"),
+            ("[display]\nsink = \"spi\"\ndc_pin = 25\n", "panel"),
+            ("[display]\nsink = \"spi\"\npanel = \"ssd1306\"\ndc_pin = 25\n", "ssd1306"),
+            (spi, "dc_pin"),
+            (&format!("{spi}dc_pin = 25\nrotation = 45\n"), "rotation = 45"),
+            (&format!("{spi}dc_pin = 25\nwidth = 135\n"), "width x height = 135x240"),
+            (&format!("{spi}dc_pin = 25\nheight = 480\n"), "width x height"),
+            (&format!("{spi}dc_pin = 25\nspi_bus = 7\n"), "spi_bus = 7"),
+            (&format!("{spi}dc_pin = 25\nspi_cs = 3\n"), "spi_cs = 3"),
+            (&format!("{spi}dc_pin = 25\nspi_hz = 1000\n"), "spi_hz = 1000"),
+            (&format!("{spi}dc_pin = 25\nspi_mode = 4\n"), "spi_mode = 4"),
+            (&format!("{spi}dc_pin = 28\n"), "dc_pin = 28"),
+            (&format!("{spi}dc_pin = 25\nrst_pin = 25\n"), "rst_pin = 25 is already used by dc_pin"),
+            (&format!("{spi}dc_pin = 10\n"), "dc_pin = 10 is already used by SPI0 MOSI"),
+            (&format!("{spi}dc_pin = 25\npath = \"x.png\"\n"), "`path` does not apply to sink = \"spi\""),
+            (
+                &format!("[indicator.gpio]\ngreen = 17\namber = 27\nred = 22\n{spi}dc_pin = 22\n"),
+                "dc_pin = 22 is already used by [indicator.gpio] red",
+            ),
+            ("[display]\nsink = \"framebuffer\"\ndc_pin = 25\n", "`dc_pin` does not apply to sink = \"framebuffer\""),
+            ("[display]\nsink = \"framebuffer\"\nwidth = 320\n", "`width` does not apply"),
+            ("[display]\nsink = \"png\"\n", "needs `path`"),
+            ("[display]\nsink = \"png\"\npath = \"a.png\"\ndevice = \"/dev/fb0\"\n", "`device` does not apply"),
+            ("[display]\nsink = \"png\"\npath = \"a.png\"\nwidth = 100\n", "width x height = 100x240"),
+            ("[display]\nsink = \"png\"\npath = \"a.png\"\nrequired = \"yes\"\n", "expected a boolean"),
+        ];
+        for (section, needle) in cases {
+            let err = format!("{:#}", Config::parse(&format!("{MINIMAL}{section}")).unwrap_err());
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
     }

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod capture;
 pub mod config;
 pub mod decision;
+pub mod display;
 pub mod eval;
 pub mod frame;
 pub mod geometry;

@@ -69,6 +69,11 @@ impl ScreenLocator {
             return ScreenState::NoSignal;
         }
         if let Some(rect) = self.fixed {
+            // A card without lock fills the whole frame with noise, profile rectangle or not.
+            let whole = Rect::new(0, 0, bw * BLOCK, bh * BLOCK);
+            if self.textured_fraction(whole, bw, bh) > NOISE_FRACTION {
+                return ScreenState::NoSignal;
+            }
             if !rect.fits_in(frame.width(), frame.height()) {
                 // Validated at start-up against the configured size; a dongle that changed mode
                 // shows up here instead of reading outside the frame.

@@ -11,7 +11,7 @@ use crate::capture::simulated::SimulatedSource;
 use crate::config::{Config, SourceConfig};
 use crate::decision::Stabilizer;
 use crate::indicator::{ConsoleIndicator, Fanout, Indicator, JsonEvents};
-use crate::model::Classifier;
+use crate::model::{Classifier, OperatingPoint};
 use crate::pipeline::Pipeline;
 use crate::roi::RoiSelector;
 use crate::screen::ScreenLocator;
@@ -84,8 +84,9 @@ pub fn open_source(source: &SourceConfig) -> Result<Box<dyn FrameSource>> {
     })
 }
 
-/// Indicators named by the configuration, plus `extra` (the demo's printer).
-pub fn open_indicators(config: &Config, extra: Option<Box<dyn Indicator>>) -> Result<Box<dyn Indicator>> {
+/// Indicators named by the configuration, plus `extra` (the demo's printer). `op` is the
+/// operating point in force, drawn on the status display's probability bar.
+pub fn open_indicators(config: &Config, op: &OperatingPoint, extra: Option<Box<dyn Indicator>>) -> Result<Box<dyn Indicator>> {
     let mut all: Vec<Box<dyn Indicator>> = Vec::new();
     if config.console && extra.is_none() {
         all.push(Box::new(ConsoleIndicator::new(std::io::stdout(), false)));
@@ -115,12 +116,20 @@ pub fn open_indicators(config: &Config, extra: Option<Box<dyn Indicator>>) -> Re
     if config.gpio.is_some() {
         anyhow::bail!("[indicator.gpio] needs a Raspberry Pi running Linux");
     }
+    if let Some(display) = &config.display {
+        match crate::display::open(display, *op) {
+            Ok(d) => all.push(d),
+            Err(e) if display.required => return Err(e.context("the status display is required ([display] required = true)")),
+            Err(e) => log::warn!("{e:#}; going on without the status display ([display] required = false)"),
+        }
+    }
     Ok(Box::new(Fanout(all)))
 }
 
 /// Everything but the source: model, stages, indicators, audit.
 pub fn build_pipeline(config: &Config, source_name: String, extra: Option<Box<dyn Indicator>>) -> Result<Pipeline> {
     let model = load_model(&config.model_dir)?;
+    let op = config.operating_point.unwrap_or(model.manifest().decision);
     let audit = match &config.audit_dir {
         Some(dir) => Some(AuditLog::open(dir, config.audit_sync)?),
         None => None,
@@ -131,7 +140,7 @@ pub fn build_pipeline(config: &Config, source_name: String, extra: Option<Box<dy
         model,
         config.operating_point,
         Stabilizer::new(config.k, config.n)?,
-        open_indicators(config, extra)?,
+        open_indicators(config, &op, extra)?,
         audit,
         source_name,
     )

@@ -65,6 +65,8 @@ pub fn run(args: Args) -> Result<()> {
                     println!("{}\t-\tNO IMAGE", path.display());
                 }
             }
+            // One image: its error is the command's error (one line, naming the file).
+            Err(e) if args.images.len() == 1 => return Err(e),
             Err(e) => {
                 failures += 1;
                 eprintln!("error: {}: {e:#}", path.display());

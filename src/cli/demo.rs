@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::capture::FrameSource;
 use crate::capture::simulated::SimulatedSource;
-use crate::config::{Config, DEFAULT_MODEL_DIR, SourceConfig};
+use crate::config::{Config, DEFAULT_MODEL_DIR, DisplayConfig, DisplaySinkConfig, MIN_DISPLAY_SIDE, SourceConfig};
 use crate::decision::Verdict;
 use crate::pipeline::{FrameResult, run_loop};
 use crate::simulator::{Condition, ScreenLayout, Segment};
@@ -31,6 +31,9 @@ pub struct Args {
     /// Use a 1920x1080 scanner screen.
     #[arg(long)]
     hd1080: bool,
+    /// Write the 240x240 status screen to this PNG after each change (atomically replaced).
+    #[arg(long, value_name = "PATH")]
+    display_png: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -43,6 +46,14 @@ pub fn run(args: Args) -> Result<()> {
     config.model_dir = args.model;
     config.audit_dir = args.audit_dir;
     config.console = false;
+    config.display = args.display_png.map(|path| DisplayConfig {
+        sink: DisplaySinkConfig::Png {
+            path,
+            width: MIN_DISPLAY_SIDE,
+            height: MIN_DISPLAY_SIDE,
+        },
+        required: true,
+    });
     let layout = if args.hd1080 { ScreenLayout::Hd1080 } else { ScreenLayout::Hd720 };
     let mut source = SimulatedSource::new(args.seed, layout, args.frames_per_patient, Some(args.frames));
     let mut pipeline = crate::setup::build_pipeline(&config, source.describe(), None)?;

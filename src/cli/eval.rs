@@ -43,7 +43,7 @@ pub struct Args {
     quiet: bool,
 }
 
-fn parse_rect(s: &str) -> Result<Rect, String> {
+pub(crate) fn parse_rect(s: &str) -> Result<Rect, String> {
     let v: Vec<u32> = s.split(',').map(|p| p.trim().parse::<u32>().map_err(|e| format!("{p:?}: {e}"))).collect::<Result<_, _>>()?;
     let [x, y, width, height] = v[..] else { return Err(format!("expected x,y,width,height, got {s:?}")) };
     Ok(Rect::new(x, y, width, height))

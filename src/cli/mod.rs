@@ -3,10 +3,11 @@
 mod check_model;
 mod classify;
 mod demo;
-mod eval;
+pub(crate) mod eval;
 mod probe;
 mod run;
 pub(crate) mod simulate;
+mod prepare;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ enum Command {
     CheckModel(check_model::Args),
     /// Write simulated kidney ROIs (and optionally full screens) with a labels CSV.
     Simulate(simulate::Args),
+    /// Cut and resize a site's labelled screenshots into model-sized ROIs for training.
+    Prepare(prepare::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe::run(args),
         Command::CheckModel(args) => check_model::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Prepare(args) => prepare::run(args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

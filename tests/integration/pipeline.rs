@@ -1,0 +1,112 @@
+//! The whole pipeline, frame in to shown verdict and audit record out, from replayed frames:
+//! full scanner screens as PNG files and as an ffmpeg-encoded MJPEG stream.
+
+use std::sync::atomic::AtomicBool;
+
+use kidney_screen::audit::{AUDIT_FILE, read_records};
+use kidney_screen::capture::FrameSource;
+use kidney_screen::capture::replay::{ImageReplay, MjpegReplay};
+use kidney_screen::config::Config;
+use kidney_screen::decision::Verdict;
+use kidney_screen::model::Manifest;
+use kidney_screen::pipeline::{FrameResult, run_loop};
+
+use crate::{fixture, fixture_screens, shipped_model};
+
+fn config(audit: Option<&std::path::Path>) -> Config {
+    let mut text = format!(
+        "[capture]\nsource = \"images\"\npath = \"{}\"\n[model]\ndir = \"{}\"\n[indicator]\nconsole = false\n",
+        fixture("screens").display(),
+        shipped_model().display()
+    );
+    if let Some(dir) = audit {
+        text.push_str(&format!("[audit]\ndir = \"{}\"\n", dir.display()));
+    }
+    Config::parse(&text).unwrap()
+}
+
+#[test]
+fn every_fixture_screen_is_classified_as_labelled() {
+    let cfg = config(None);
+    let mut pipeline = kidney_screen::setup::build_pipeline(&cfg, "test".into(), None).unwrap();
+    for (path, esrd) in fixture_screens() {
+        let frame = kidney_screen::frame::LumaFrame::load(&path).unwrap();
+        let outcome = pipeline.process(&frame, kidney_screen::capture::FrameInfo { sequence: 0 });
+        let FrameResult::Classified { probability, raw, roi } = outcome.result else {
+            panic!("{}: {:?}", path.display(), outcome.result);
+        };
+        let expected = if esrd { Verdict::EsrdSuspected } else { Verdict::Normal };
+        assert_eq!(raw, expected, "{}: p(ESRD) {probability}", path.display());
+        // The ROI lies inside the image area, never over the chrome with the patient fields.
+        assert!(roi.rect().x >= 260 && roi.rect().y >= 96 && roi.rect().right() <= 900 && roi.rect().bottom() <= 616);
+    }
+    pipeline.shutdown();
+}
+
+#[test]
+fn steady_scan_shows_a_verdict_after_k_frames_and_audits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let (esrd_screen, _) = fixture_screens().into_iter().find(|(_, esrd)| *esrd).unwrap();
+    for i in 0..8 {
+        std::fs::copy(&esrd_screen, frames.join(format!("f{i:02}.png"))).unwrap();
+    }
+    let audit_dir = dir.path().join("audit");
+    let cfg = config(Some(&audit_dir));
+    let mut source = ImageReplay::open(&frames, false).unwrap();
+    let mut pipeline = kidney_screen::setup::build_pipeline(&cfg, source.describe(), None).unwrap();
+    let mut shown = Vec::new();
+    let counters = run_loop(&mut source, &mut pipeline, &AtomicBool::new(false), None, |o, _| shown.push(o.shown.verdict)).unwrap();
+    pipeline.shutdown();
+    assert_eq!(counters.frames, 8);
+    assert_eq!(counters.classified, 8);
+    // k = 4 of n = 6 by default: nothing shown for three frames, then ESRD SUSPECTED steadily.
+    assert_eq!(&shown[..3], &[None, None, None]);
+    assert!(shown[3..].iter().all(|v| *v == Some(Verdict::EsrdSuspected)), "{shown:?}");
+
+    let (records, torn) = read_records(&audit_dir.join(AUDIT_FILE)).unwrap();
+    assert_eq!(torn, 0);
+    assert_eq!(records.len(), 1, "one record per shown verdict");
+    let r = &records[0];
+    let manifest = Manifest::load(&shipped_model()).unwrap();
+    assert_eq!(r.verdict, "ESRD SUSPECTED");
+    assert_eq!(r.sequence, 3);
+    assert_eq!(r.model_sha256, manifest.sha256);
+    assert_eq!(r.model_id, manifest.id);
+    assert!(r.probability.unwrap() >= 0.65);
+    assert_eq!(r.roi_sha256.as_ref().map(String::len), Some(64));
+    // Nothing but the record: no image data is stored next to the log.
+    let stored: Vec<_> = std::fs::read_dir(&audit_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(stored, vec![std::ffi::OsString::from(AUDIT_FILE)]);
+}
+
+#[test]
+fn mjpeg_stream_gives_the_same_verdicts_as_the_png_screens() {
+    // ffmpeg's glob order: esrd_9000001, esrd_9000003, normal_9000000, normal_9000002.
+    let expected = [Verdict::EsrdSuspected, Verdict::EsrdSuspected, Verdict::Normal, Verdict::Normal];
+    let cfg = config(None);
+    let mut source = MjpegReplay::open(&fixture("frames/screens_1280x720.mjpg"), false).unwrap();
+    let mut pipeline = kidney_screen::setup::build_pipeline(&cfg, source.describe(), None).unwrap();
+    let mut raw = Vec::new();
+    run_loop(&mut source, &mut pipeline, &AtomicBool::new(false), None, |o, _| {
+        if let FrameResult::Classified { raw: v, .. } = o.result {
+            raw.push(v);
+        }
+    })
+    .unwrap();
+    assert_eq!(raw, expected);
+}
+
+#[test]
+fn capture_loss_shows_no_signal_at_once() {
+    use kidney_screen::capture::CaptureError;
+    let cfg = config(None);
+    let mut pipeline = kidney_screen::setup::build_pipeline(&cfg, "test".into(), None).unwrap();
+    let o = pipeline.capture_failed(0, &CaptureError::Disconnected("unplugged".into()));
+    assert_eq!(o.shown.verdict, Some(Verdict::NoSignal));
+    let o = pipeline.capture_failed(1, &CaptureError::BadFrame("ERROR flag".into()));
+    assert_eq!(o.result, FrameResult::Dropped("ERROR flag".into()));
+    assert_eq!(o.shown.verdict, Some(Verdict::NoSignal));
+    assert_eq!(pipeline.counters().dropped, 1);
+}
