@@ -65,13 +65,7 @@ impl AuditLog {
                 file.write_all(b"\n")?;
             }
         }
-        Ok(Self {
-            path,
-            file,
-            sync,
-            line: Vec::with_capacity(512),
-            written: 0,
-        })
+        Ok(Self { path, file, sync, line: Vec::with_capacity(512), written: 0 })
     }
 
     pub fn path(&self) -> &Path {
@@ -90,9 +84,7 @@ impl AuditLog {
             .write_all(&self.line)
             .with_context(|| format!("cannot append to audit log {}", self.path.display()))?;
         if self.sync {
-            self.file
-                .sync_data()
-                .with_context(|| format!("cannot sync audit log {}", self.path.display()))?;
+            self.file.sync_data().with_context(|| format!("cannot sync audit log {}", self.path.display()))?;
         }
         self.written += 1;
         Ok(())

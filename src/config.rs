@@ -15,35 +15,11 @@ use crate::model::OperatingPoint;
 /// Where frames come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
-    V4l2 {
-        device: PathBuf,
-        width: u32,
-        height: u32,
-        formats: Vec<PixelFormat>,
-        timeout_ms: u64,
-        luma_range: LumaRange,
-    },
-    Simulated {
-        seed: u64,
-        hd1080: bool,
-        frames_per_patient: u32,
-    },
-    Images {
-        path: PathBuf,
-        looping: bool,
-    },
-    Raw {
-        path: PathBuf,
-        format: PixelFormat,
-        width: u32,
-        height: u32,
-        luma_range: LumaRange,
-        looping: bool,
-    },
-    Mjpeg {
-        path: PathBuf,
-        looping: bool,
-    },
+    V4l2 { device: PathBuf, width: u32, height: u32, formats: Vec<PixelFormat>, timeout_ms: u64, luma_range: LumaRange },
+    Simulated { seed: u64, hd1080: bool, frames_per_patient: u32 },
+    Images { path: PathBuf, looping: bool },
+    Raw { path: PathBuf, format: PixelFormat, width: u32, height: u32, luma_range: LumaRange, looping: bool },
+    Mjpeg { path: PathBuf, looping: bool },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,12 +107,7 @@ pub struct Config {
     pub display: Option<DisplayConfig>,
 }
 
-pub const DEFAULT_GUIDE: RelativeRect = RelativeRect {
-    x: 0.12,
-    y: 0.2,
-    width: 0.76,
-    height: 0.68,
-};
+pub const DEFAULT_GUIDE: RelativeRect = RelativeRect { x: 0.12, y: 0.2, width: 0.76, height: 0.68 };
 pub const DEFAULT_MODEL_DIR: &str = "models/densenet121-kidney-sim";
 pub const DEFAULT_K: usize = 4;
 pub const DEFAULT_N: usize = 6;
@@ -362,9 +333,7 @@ impl RawDisplay {
                     ("width", self.width.is_some()),
                     ("height", self.height.is_some()),
                 ])?;
-                DisplaySinkConfig::Framebuffer {
-                    device: self.device.unwrap_or_else(|| PathBuf::from("/dev/fb0")),
-                }
+                DisplaySinkConfig::Framebuffer { device: self.device.unwrap_or_else(|| PathBuf::from("/dev/fb0")) }
             }
             "png" => {
                 not_for(&spi_only)?;
@@ -380,10 +349,7 @@ impl RawDisplay {
             }
             other => bail!("[display] sink = {other:?} is unknown (spi, framebuffer, png)"),
         };
-        Ok(DisplayConfig {
-            sink: sink_config,
-            required: self.required.unwrap_or(false),
-        })
+        Ok(DisplayConfig { sink: sink_config, required: self.required.unwrap_or(false) })
     }
 }
 
@@ -419,7 +385,8 @@ impl Config {
 impl RawConfig {
     fn validate(self) -> Result<Config> {
         let c = self.capture;
-        let need_path = |what: &str| c.path.clone().with_context(|| format!("[capture] source = \"{what}\" needs `path`"));
+        let need_path =
+            |what: &str| c.path.clone().with_context(|| format!("[capture] source = \"{what}\" needs `path`"));
         let source = match c.source.as_str() {
             "v4l2" => {
                 let width = c.width.context("[capture] source = \"v4l2\" needs `width`")?;
@@ -428,7 +395,8 @@ impl RawConfig {
                     (160..=4096).contains(&width) && (120..=2160).contains(&height),
                     "[capture] width x height {width}x{height} is out of range (160..4096 x 120..2160)"
                 );
-                let formats = c.formats.unwrap_or_else(|| vec![PixelFormat::Mjpeg, PixelFormat::Yuyv, PixelFormat::Nv12]);
+                let formats =
+                    c.formats.unwrap_or_else(|| vec![PixelFormat::Mjpeg, PixelFormat::Yuyv, PixelFormat::Nv12]);
                 ensure!(!formats.is_empty(), "[capture] formats must list at least one format");
                 let timeout_ms = c.timeout_ms.unwrap_or(2000);
                 ensure!(
@@ -453,10 +421,7 @@ impl RawConfig {
                 },
                 frames_per_patient: c.frames_per_patient.unwrap_or(24).max(1),
             },
-            "images" => SourceConfig::Images {
-                path: need_path("images")?,
-                looping: c.looping.unwrap_or(false),
-            },
+            "images" => SourceConfig::Images { path: need_path("images")?, looping: c.looping.unwrap_or(false) },
             "raw" => {
                 let format = c.format.context("[capture] source = \"raw\" needs `format` (YUYV, NV12, GREY, RGB3)")?;
                 ensure!(format != PixelFormat::Mjpeg, "[capture] raw dumps cannot be MJPEG: use source = \"mjpeg\"");
@@ -469,22 +434,18 @@ impl RawConfig {
                     looping: c.looping.unwrap_or(false),
                 }
             }
-            "mjpeg" => SourceConfig::Mjpeg {
-                path: need_path("mjpeg")?,
-                looping: c.looping.unwrap_or(false),
-            },
+            "mjpeg" => SourceConfig::Mjpeg { path: need_path("mjpeg")?, looping: c.looping.unwrap_or(false) },
             other => bail!("[capture] source = {other:?} is unknown (v4l2, simulated, images, raw, mjpeg)"),
         };
         let frame_size = match &source {
-            SourceConfig::V4l2 { width, height, .. } | SourceConfig::Raw { width, height, .. } => Some((*width, *height)),
+            SourceConfig::V4l2 { width, height, .. } | SourceConfig::Raw { width, height, .. } => {
+                Some((*width, *height))
+            }
             SourceConfig::Simulated { hd1080, .. } => Some(if *hd1080 { (1920, 1080) } else { (1280, 720) }),
             _ => None,
         };
         if let (Some(rect), Some((w, h))) = (self.screen.image_rect, frame_size) {
-            ensure!(
-                rect.fits_in(w, h),
-                "[screen] image_rect {rect} lies outside the {w}x{h} capture frame"
-            );
+            ensure!(rect.fits_in(w, h), "[screen] image_rect {rect} lies outside the {w}x{h} capture frame");
         }
         let guide = self.roi.guide.unwrap_or(DEFAULT_GUIDE);
         guide.validate().context("[roi] guide")?;
@@ -500,10 +461,7 @@ impl RawConfig {
         let operating_point = match (self.decision.threshold, self.decision.indeterminate) {
             (None, None) => None,
             (Some(threshold), band) => {
-                let op = OperatingPoint {
-                    threshold,
-                    indeterminate: band.unwrap_or([threshold, threshold]),
-                };
+                let op = OperatingPoint { threshold, indeterminate: band.unwrap_or([threshold, threshold]) };
                 crate::model::validate_operating_point(&op).context("[decision]")?;
                 Some(op)
             }
@@ -519,12 +477,7 @@ impl RawConfig {
                     g.green != g.amber && g.amber != g.red && g.green != g.red,
                     "[indicator.gpio] green, amber and red must be different pins"
                 );
-                Some(GpioLeds {
-                    green: g.green,
-                    amber: g.amber,
-                    red: g.red,
-                    active_low: g.active_low,
-                })
+                Some(GpioLeds { green: g.green, amber: g.amber, red: g.red, active_low: g.active_low })
             }
         };
         let display = match self.display {
@@ -571,14 +524,8 @@ mod tests {
             ("[capture]\nsource = \"v4l2\"\n", "width"),
             ("[capture]\nsource = \"simulated\"\nbogus = 1\n", "bogus"),
             ("[capture]\nsource = \"warp\"\n", "warp"),
-            (
-                "[capture]\nsource = \"simulated\"\n[decision]\nk = 7\nn = 6\n",
-                "[decision] k = 7",
-            ),
-            (
-                "[capture]\nsource = \"simulated\"\n[decision]\nthreshold = 1.5\n",
-                "threshold",
-            ),
+            ("[capture]\nsource = \"simulated\"\n[decision]\nk = 7\nn = 6\n", "[decision] k = 7"),
+            ("[capture]\nsource = \"simulated\"\n[decision]\nthreshold = 1.5\n", "threshold"),
             (
                 "[capture]\nsource = \"simulated\"\n[screen]\nimage_rect = { x = 1000, y = 0, width = 400, height = 100 }\n",
                 "image_rect",
@@ -635,14 +582,20 @@ mod tests {
         .display
         .unwrap();
         let DisplaySinkConfig::Spi(p) = ili.sink else { panic!() };
-        assert_eq!((p.panel, p.width, p.height, p.spi_bus, p.spi_cs, p.spi_hz, p.spi_mode), (Panel::Ili9341, 240, 320, 1, 2, 32_000_000, 3));
+        assert_eq!(
+            (p.panel, p.width, p.height, p.spi_bus, p.spi_cs, p.spi_hz, p.spi_mode),
+            (Panel::Ili9341, 240, 320, 1, 2, 32_000_000, 3)
+        );
         assert!(p.invert_colors && !p.bgr && !ili.required);
         let fb = Config::parse(&format!("{MINIMAL}[display]\nsink = \"framebuffer\"\n")).unwrap().display.unwrap();
         assert_eq!(fb.sink, DisplaySinkConfig::Framebuffer { device: PathBuf::from("/dev/fb0") });
         assert!(!fb.required);
-        let fb1 = Config::parse(&format!("{MINIMAL}[display]\nsink = \"framebuffer\"\ndevice = \"/dev/fb1\"\n")).unwrap();
+        let fb1 =
+            Config::parse(&format!("{MINIMAL}[display]\nsink = \"framebuffer\"\ndevice = \"/dev/fb1\"\n")).unwrap();
         assert!(fb1.display.unwrap().describe().contains("/dev/fb1"));
-        let png = Config::parse(&format!("{MINIMAL}[display]\nsink = \"png\"\npath = \"out/status.png\"\nheight = 320\n")).unwrap();
+        let png =
+            Config::parse(&format!("{MINIMAL}[display]\nsink = \"png\"\npath = \"out/status.png\"\nheight = 320\n"))
+                .unwrap();
         assert_eq!(
             png.display.unwrap().sink,
             DisplaySinkConfig::Png { path: PathBuf::from("out/status.png"), width: 240, height: 320 }

@@ -84,12 +84,7 @@ impl Stabilizer {
             (1..=MAX_WINDOW).contains(&n) && (1..=n).contains(&k),
             "k-of-n must satisfy 1 <= k <= n <= {MAX_WINDOW} (got k={k}, n={n})"
         );
-        Ok(Self {
-            k,
-            n,
-            history: Deque::new(),
-            shown: None,
-        })
+        Ok(Self { k, n, history: Deque::new(), shown: None })
     }
 
     pub fn push(&mut self, v: Verdict) -> Shown {
@@ -105,12 +100,7 @@ impl Stabilizer {
             self.shown = Some(v);
         }
         let agreeing = self.shown.map_or(0, count);
-        Shown {
-            verdict: self.shown,
-            agreeing: agreeing as u8,
-            window: self.n as u8,
-            changed: self.shown != previous,
-        }
+        Shown { verdict: self.shown, agreeing: agreeing as u8, window: self.n as u8, changed: self.shown != previous }
     }
 
     /// Fills the window with `v`, so the next push shows it at once (a feed failure must not
@@ -132,10 +122,7 @@ impl Stabilizer {
 mod tests {
     use super::*;
 
-    const OP: OperatingPoint = OperatingPoint {
-        threshold: 0.5,
-        indeterminate: [0.35, 0.65],
-    };
+    const OP: OperatingPoint = OperatingPoint { threshold: 0.5, indeterminate: [0.35, 0.65] };
 
     #[test]
     fn probability_bands() {
@@ -145,10 +132,7 @@ mod tests {
         assert_eq!(classify(&OP, 0.5), Verdict::Indeterminate);
         assert_eq!(classify(&OP, 0.65), Verdict::EsrdSuspected);
         assert_eq!(classify(&OP, 1.0), Verdict::EsrdSuspected);
-        let no_band = OperatingPoint {
-            threshold: 0.5,
-            indeterminate: [0.5, 0.5],
-        };
+        let no_band = OperatingPoint { threshold: 0.5, indeterminate: [0.5, 0.5] };
         assert_eq!(classify(&no_band, 0.4999), Verdict::Normal);
         assert_eq!(classify(&no_band, 0.5), Verdict::EsrdSuspected);
     }

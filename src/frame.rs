@@ -17,11 +17,7 @@ pub struct LumaFrame {
 
 impl LumaFrame {
     pub fn new(width: u32, height: u32) -> Self {
-        Self {
-            width,
-            height,
-            data: vec![0; width as usize * height as usize],
-        }
+        Self { width, height, data: vec![0; width as usize * height as usize] }
     }
 
     /// Wraps an existing buffer; its length must be width * height.
@@ -33,11 +29,7 @@ impl LumaFrame {
             width,
             height
         );
-        Ok(Self {
-            width,
-            height,
-            data,
-        })
+        Ok(Self { width, height, data })
     }
 
     /// Changes the size, keeping the allocation when it is large enough.
@@ -89,13 +81,7 @@ impl LumaFrame {
     /// Writes the frame as an 8-bit greyscale PNG.
     pub fn save_png(&self, path: &std::path::Path) -> Result<()> {
         use anyhow::Context;
-        image::save_buffer(
-            path,
-            &self.data,
-            self.width,
-            self.height,
-            image::ExtendedColorType::L8,
-        )
-        .with_context(|| format!("cannot write {}", path.display()))
+        image::save_buffer(path, &self.data, self.width, self.height, image::ExtendedColorType::L8)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 }

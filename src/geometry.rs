@@ -14,12 +14,7 @@ pub struct Rect {
 
 impl Rect {
     pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
-        Self {
-            x,
-            y,
-            width,
-            height,
-        }
+        Self { x, y, width, height }
     }
 
     pub fn right(&self) -> u32 {
@@ -70,12 +65,7 @@ pub struct RelativeRect {
 }
 
 impl RelativeRect {
-    pub const WHOLE: RelativeRect = RelativeRect {
-        x: 0.0,
-        y: 0.0,
-        width: 1.0,
-        height: 1.0,
-    };
+    pub const WHOLE: RelativeRect = RelativeRect { x: 0.0, y: 0.0, width: 1.0, height: 1.0 };
 
     /// Checks the fractions describe a non-empty box inside the parent.
     pub fn validate(&self) -> Result<()> {
@@ -115,31 +105,16 @@ mod tests {
     #[test]
     fn relative_box_maps_inside_parent() {
         let parent = Rect::new(100, 50, 400, 300);
-        let rel = RelativeRect {
-            x: 0.25,
-            y: 0.5,
-            width: 0.5,
-            height: 0.5,
-        };
+        let rel = RelativeRect { x: 0.25, y: 0.5, width: 0.5, height: 0.5 };
         assert_eq!(rel.within(&parent), Rect::new(200, 200, 200, 150));
         assert_eq!(RelativeRect::WHOLE.within(&parent), parent);
     }
 
     #[test]
     fn relative_box_rejects_out_of_range() {
-        let bad = RelativeRect {
-            x: 0.6,
-            y: 0.0,
-            width: 0.5,
-            height: 1.0,
-        };
+        let bad = RelativeRect { x: 0.6, y: 0.0, width: 0.5, height: 1.0 };
         assert!(bad.validate().is_err());
-        let neg = RelativeRect {
-            x: -0.1,
-            y: 0.0,
-            width: 0.5,
-            height: 1.0,
-        };
+        let neg = RelativeRect { x: -0.1, y: 0.0, width: 0.5, height: 1.0 };
         assert!(neg.validate().is_err());
     }
 

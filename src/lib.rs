@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod display;
@@ -29,4 +30,3 @@ pub mod roi;
 pub mod screen;
 pub mod setup;
 pub mod simulator;
-pub mod cli;

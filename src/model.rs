@@ -77,7 +77,8 @@ pub struct Manifest {
 impl Manifest {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read model manifest {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read model manifest {}", path.display()))?;
         let manifest: Manifest =
             toml::from_str(&text).with_context(|| format!("malformed model manifest {}", path.display()))?;
         manifest.validate().with_context(|| format!("invalid model manifest {}", path.display()))?;
@@ -111,22 +112,14 @@ impl Manifest {
 
     /// Index of the positive (ESRD) class in the output.
     pub fn positive_index(&self) -> usize {
-        self.output
-            .labels
-            .iter()
-            .position(|l| *l == self.output.positive_label)
-            .unwrap_or(1)
+        self.output.labels.iter().position(|l| *l == self.output.positive_label).unwrap_or(1)
     }
 }
 
 /// Threshold in (0, 1), band low <= threshold <= high, all within 0..1.
 pub fn validate_operating_point(op: &OperatingPoint) -> Result<()> {
     let [lo, hi] = op.indeterminate;
-    ensure!(
-        op.threshold > 0.0 && op.threshold < 1.0,
-        "decision threshold {} must be within (0, 1)",
-        op.threshold
-    );
+    ensure!(op.threshold > 0.0 && op.threshold < 1.0, "decision threshold {} must be within (0, 1)", op.threshold);
     ensure!(
         (0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi) && lo <= op.threshold && op.threshold <= hi,
         "indeterminate band [{lo}, {hi}] must lie within 0..1 and contain the threshold {}",
@@ -157,7 +150,8 @@ impl Classifier {
     pub fn load(dir: &Path) -> Result<Self> {
         let manifest = Manifest::load(dir)?;
         let model_path = dir.join(&manifest.file);
-        let bytes = std::fs::read(&model_path).with_context(|| format!("cannot read model file {}", model_path.display()))?;
+        let bytes =
+            std::fs::read(&model_path).with_context(|| format!("cannot read model file {}", model_path.display()))?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if !actual.eq_ignore_ascii_case(&manifest.sha256) {
             bail!(
@@ -196,13 +190,7 @@ impl Classifier {
         let plan = std::sync::Arc::new(model.into_runnable()?);
         let state = SimpleState::new(plan)?;
         let positive = manifest.positive_index();
-        Ok(Self {
-            input: Tensor::zero::<f32>(&[1, 3, h, w])?,
-            manifest,
-            model_path,
-            state,
-            positive,
-        })
+        Ok(Self { input: Tensor::zero::<f32>(&[1, 3, h, w])?, manifest, model_path, state, positive })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -216,12 +204,7 @@ impl Classifier {
     /// Probability of the positive class for one preprocessed NCHW tensor.
     pub fn probability(&mut self, tensor: &[f32]) -> Result<f32> {
         let dst = self.input.as_slice_mut::<f32>()?;
-        ensure!(
-            dst.len() == tensor.len(),
-            "tensor of {} values, the model takes {}",
-            tensor.len(),
-            dst.len()
-        );
+        ensure!(dst.len() == tensor.len(), "tensor of {} values, the model takes {}", tensor.len(), dst.len());
         dst.copy_from_slice(tensor);
         let outputs = self.state.run(tvec!(self.input.clone().into_tvalue()))?;
         let out = outputs[0].as_slice::<f32>()?;
@@ -246,18 +229,12 @@ fn check_declared_input(model: &InferenceModel, expected: [usize; 4]) -> Result<
     use tract_onnx::tract_hir::infer::Factoid;
     let fact = model.input_fact(0)?;
     if !fact.shape.is_open() {
-        let dims: Vec<Option<usize>> = fact
-            .shape
-            .dims()
-            .map(|d| d.concretize().and_then(|t| t.as_i64()).map(|v| v as usize))
-            .collect();
+        let dims: Vec<Option<usize>> =
+            fact.shape.dims().map(|d| d.concretize().and_then(|t| t.as_i64()).map(|v| v as usize)).collect();
         ensure!(dims.len() == 4, "model input has rank {}, expected 4 (NCHW)", dims.len());
         for (i, (d, e)) in dims.iter().zip(expected).enumerate() {
             if let Some(d) = d {
-                ensure!(
-                    *d == e,
-                    "model input is {dims:?}, the manifest declares {expected:?} (dimension {i} differs)"
-                );
+                ensure!(*d == e, "model input is {dims:?}, the manifest declares {expected:?} (dimension {i} differs)");
             }
         }
     }

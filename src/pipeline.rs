@@ -20,7 +20,11 @@ use crate::screen::{ScreenLocator, ScreenState};
 /// What happened to one frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FrameResult {
-    Classified { roi: Roi, probability: f32, raw: Verdict },
+    Classified {
+        roi: Roi,
+        probability: f32,
+        raw: Verdict,
+    },
     NoImage,
     NoSignal,
     /// The frame was unusable and dropped (counted, logged).
@@ -64,17 +68,22 @@ pub struct Pipeline {
     last_shown: Shown,
 }
 
+/// The stages a pipeline is built from (see `setup::build_pipeline`).
+pub struct Stages {
+    pub locator: ScreenLocator,
+    pub roi: RoiSelector,
+    pub model: Classifier,
+    /// Overrides the manifest's threshold and indeterminate band.
+    pub op: Option<OperatingPoint>,
+    pub stabilizer: Stabilizer,
+    pub indicator: Box<dyn Indicator>,
+    pub audit: Option<AuditLog>,
+    pub source_name: String,
+}
+
 impl Pipeline {
-    pub fn new(
-        locator: ScreenLocator,
-        roi: RoiSelector,
-        model: Classifier,
-        op: Option<OperatingPoint>,
-        stabilizer: Stabilizer,
-        indicator: Box<dyn Indicator>,
-        audit: Option<AuditLog>,
-        source_name: String,
-    ) -> Result<Self> {
+    pub fn new(stages: Stages) -> Result<Self> {
+        let Stages { locator, roi, model, op, stabilizer, indicator, audit, source_name } = stages;
         let m = model.manifest();
         let pre = Preprocessor::new(m.input.width, m.input.height, m.normalization)?;
         let op = op.unwrap_or(m.decision);
@@ -90,12 +99,7 @@ impl Pipeline {
             source_name,
             started: Instant::now(),
             counters: Counters::default(),
-            last_shown: Shown {
-                verdict: None,
-                agreeing: 0,
-                window: 0,
-                changed: false,
-            },
+            last_shown: Shown { verdict: None, agreeing: 0, window: 0, changed: false },
         })
     }
 
@@ -132,11 +136,7 @@ impl Pipeline {
             Err(e) => return FrameResult::Dropped(format!("{e:#}")),
         };
         match self.model.probability(tensor) {
-            Ok(p) => FrameResult::Classified {
-                roi,
-                probability: p,
-                raw: classify(&self.op, p),
-            },
+            Ok(p) => FrameResult::Classified { roi, probability: p, raw: classify(&self.op, p) },
             Err(e) => FrameResult::Fault(format!("{e:#}")),
         }
     }
@@ -183,10 +183,7 @@ impl Pipeline {
         };
         let shown = match per_frame {
             Some(v) => self.stabilizer.push(v),
-            None => Shown {
-                changed: false,
-                ..self.last_shown
-            },
+            None => Shown { changed: false, ..self.last_shown },
         };
         self.last_shown = shown;
         let (probability, roi) = match &result {

@@ -81,12 +81,13 @@ impl Preprocessor {
         );
         let src = ImageRef::new(frame.width(), frame.height(), frame.pixels(), PixelType::U8)
             .context("frame buffer does not match its size")?;
-        let options = ResizeOptions::new()
-            .resize_alg(RESIZE)
-            .crop(f64::from(r.x), f64::from(r.y), f64::from(r.width), f64::from(r.height));
-        self.resizer
-            .resize(&src, &mut self.resized, &options)
-            .with_context(|| format!("cannot resize ROI {r}"))?;
+        let options = ResizeOptions::new().resize_alg(RESIZE).crop(
+            f64::from(r.x),
+            f64::from(r.y),
+            f64::from(r.width),
+            f64::from(r.height),
+        );
+        self.resizer.resize(&src, &mut self.resized, &options).with_context(|| format!("cannot resize ROI {r}"))?;
         Ok(())
     }
 
@@ -131,10 +132,7 @@ mod tests {
     use super::*;
     use crate::geometry::Rect;
 
-    const NORM: Normalization = Normalization {
-        mean: [0.485, 0.456, 0.406],
-        std: [0.229, 0.224, 0.225],
-    };
+    const NORM: Normalization = Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
     #[test]
     fn uniform_roi_normalises_per_channel() {
@@ -174,10 +172,7 @@ mod tests {
 
     #[test]
     fn invalid_std_is_refused() {
-        let bad = Normalization {
-            mean: [0.0; 3],
-            std: [0.2, 0.0, 0.2],
-        };
+        let bad = Normalization { mean: [0.0; 3], std: [0.2, 0.0, 0.2] };
         assert!(Preprocessor::new(8, 8, bad).is_err());
     }
 }

@@ -31,10 +31,7 @@ impl RoiSelector {
 
     pub fn new(guide: RelativeRect) -> Result<Self> {
         guide.validate()?;
-        Ok(Self {
-            guide,
-            min_side: Self::DEFAULT_MIN_SIDE,
-        })
+        Ok(Self { guide, min_side: Self::DEFAULT_MIN_SIDE })
     }
 
     pub fn guide(&self) -> RelativeRect {
@@ -64,13 +61,7 @@ mod tests {
 
     #[test]
     fn roi_inside_frame() {
-        let sel = RoiSelector::new(RelativeRect {
-            x: 0.1,
-            y: 0.2,
-            width: 0.8,
-            height: 0.6,
-        })
-        .unwrap();
+        let sel = RoiSelector::new(RelativeRect { x: 0.1, y: 0.2, width: 0.8, height: 0.6 }).unwrap();
         let roi = sel.select(Rect::new(100, 100, 500, 400), 1280, 720).unwrap();
         assert_eq!(roi.rect(), Rect::new(150, 180, 400, 240));
         assert!(roi.rect().fits_in(1280, 720));

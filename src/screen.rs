@@ -49,13 +49,7 @@ pub struct ScreenLocator {
 impl ScreenLocator {
     /// `fixed`: the image rectangle from a scanner profile, or None to detect it.
     pub fn new(fixed: Option<Rect>) -> Self {
-        Self {
-            fixed,
-            locked: None,
-            block_std: Vec::new(),
-            labels: Vec::new(),
-            stack: Vec::new(),
-        }
+        Self { fixed, locked: None, block_std: Vec::new(), labels: Vec::new(), stack: Vec::new() }
     }
 
     pub fn locate(&mut self, frame: &LumaFrame) -> ScreenState {
@@ -80,11 +74,7 @@ impl ScreenLocator {
                 return ScreenState::NoSignal;
             }
             let textured = self.textured_fraction(rect, bw, bh);
-            return if textured >= MIN_TEXTURED_IN_FIXED {
-                ScreenState::Image(rect)
-            } else {
-                ScreenState::NoImage
-            };
+            return if textured >= MIN_TEXTURED_IN_FIXED { ScreenState::Image(rect) } else { ScreenState::NoImage };
         }
         let total_blocks = (bw * bh) as f64;
         let Some((count, block_box)) = self.largest_textured_region(bw, bh) else {
@@ -229,7 +219,8 @@ fn refine_edges(frame: &LumaFrame, blocks: Rect) -> Rect {
     // A line of the image must hold a few content pixels, so one hot pixel does not count.
     const MIN_CONTENT: usize = 3;
     let col_has = |x: u32| (y0..y1).filter(|&y| frame.get(x, y) > CONTENT_LEVEL).count() >= MIN_CONTENT;
-    let row_has = |y: u32| frame.row(y)[x0 as usize..x1 as usize].iter().filter(|&&p| p > CONTENT_LEVEL).count() >= MIN_CONTENT;
+    let row_has =
+        |y: u32| frame.row(y)[x0 as usize..x1 as usize].iter().filter(|&&p| p > CONTENT_LEVEL).count() >= MIN_CONTENT;
     let left = (x0..x1).find(|&x| col_has(x)).unwrap_or(x0);
     let right = (left..x1).rev().find(|&x| col_has(x)).map_or(x1, |x| x + 1);
     let top = (y0..y1).find(|&y| row_has(y)).unwrap_or(y0);

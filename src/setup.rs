@@ -12,7 +12,7 @@ use crate::config::{Config, SourceConfig};
 use crate::decision::Stabilizer;
 use crate::indicator::{ConsoleIndicator, Fanout, Indicator, JsonEvents};
 use crate::model::{Classifier, OperatingPoint};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Stages};
 use crate::roi::RoiSelector;
 use crate::screen::ScreenLocator;
 use crate::simulator::ScreenLayout;
@@ -45,40 +45,26 @@ pub fn load_model(dir: &Path) -> Result<Classifier> {
 
 pub fn open_source(source: &SourceConfig) -> Result<Box<dyn FrameSource>> {
     Ok(match source {
-        SourceConfig::Simulated {
-            seed,
-            hd1080,
-            frames_per_patient,
-        } => {
+        SourceConfig::Simulated { seed, hd1080, frames_per_patient } => {
             let layout = if *hd1080 { ScreenLayout::Hd1080 } else { ScreenLayout::Hd720 };
             Box::new(SimulatedSource::new(*seed, layout, *frames_per_patient, None))
         }
         SourceConfig::Images { path, looping } => Box::new(ImageReplay::open(path, *looping)?),
-        SourceConfig::Raw {
-            path,
-            format,
-            width,
-            height,
-            luma_range,
-            looping,
-        } => Box::new(RawReplay::open(path, *format, *luma_range, *width, *height, *looping)?),
+        SourceConfig::Raw { path, format, width, height, luma_range, looping } => {
+            Box::new(RawReplay::open(path, *format, *luma_range, *width, *height, *looping)?)
+        }
         SourceConfig::Mjpeg { path, looping } => Box::new(MjpegReplay::open(path, *looping)?),
         #[cfg(target_os = "linux")]
-        SourceConfig::V4l2 {
-            device,
-            width,
-            height,
-            formats,
-            timeout_ms,
-            luma_range,
-        } => Box::new(crate::capture::v4l2::V4l2Source::open(crate::capture::v4l2::V4l2Settings {
-            device: device.clone(),
-            width: *width,
-            height: *height,
-            formats: formats.clone(),
-            timeout: std::time::Duration::from_millis(*timeout_ms),
-            luma_range: *luma_range,
-        })?),
+        SourceConfig::V4l2 { device, width, height, formats, timeout_ms, luma_range } => {
+            Box::new(crate::capture::v4l2::V4l2Source::open(crate::capture::v4l2::V4l2Settings {
+                device: device.clone(),
+                width: *width,
+                height: *height,
+                formats: formats.clone(),
+                timeout: std::time::Duration::from_millis(*timeout_ms),
+                luma_range: *luma_range,
+            })?)
+        }
         #[cfg(not(target_os = "linux"))]
         SourceConfig::V4l2 { .. } => anyhow::bail!("V4L2 capture needs Linux"),
     })
@@ -86,7 +72,11 @@ pub fn open_source(source: &SourceConfig) -> Result<Box<dyn FrameSource>> {
 
 /// Indicators named by the configuration, plus `extra` (the demo's printer). `op` is the
 /// operating point in force, drawn on the status display's probability bar.
-pub fn open_indicators(config: &Config, op: &OperatingPoint, extra: Option<Box<dyn Indicator>>) -> Result<Box<dyn Indicator>> {
+pub fn open_indicators(
+    config: &Config,
+    op: &OperatingPoint,
+    extra: Option<Box<dyn Indicator>>,
+) -> Result<Box<dyn Indicator>> {
     let mut all: Vec<Box<dyn Indicator>> = Vec::new();
     if config.console && extra.is_none() {
         all.push(Box::new(ConsoleIndicator::new(std::io::stdout(), false)));
@@ -119,7 +109,9 @@ pub fn open_indicators(config: &Config, op: &OperatingPoint, extra: Option<Box<d
     if let Some(display) = &config.display {
         match crate::display::open(display, *op) {
             Ok(d) => all.push(d),
-            Err(e) if display.required => return Err(e.context("the status display is required ([display] required = true)")),
+            Err(e) if display.required => {
+                return Err(e.context("the status display is required ([display] required = true)"));
+            }
             Err(e) => log::warn!("{e:#}; going on without the status display ([display] required = false)"),
         }
     }
@@ -134,14 +126,14 @@ pub fn build_pipeline(config: &Config, source_name: String, extra: Option<Box<dy
         Some(dir) => Some(AuditLog::open(dir, config.audit_sync)?),
         None => None,
     };
-    Pipeline::new(
-        ScreenLocator::new(config.image_rect),
-        RoiSelector::new(config.guide)?,
+    Pipeline::new(Stages {
+        locator: ScreenLocator::new(config.image_rect),
+        roi: RoiSelector::new(config.guide)?,
         model,
-        config.operating_point,
-        Stabilizer::new(config.k, config.n)?,
-        open_indicators(config, &op, extra)?,
+        op: config.operating_point,
+        stabilizer: Stabilizer::new(config.k, config.n)?,
+        indicator: open_indicators(config, &op, extra)?,
         audit,
         source_name,
-    )
+    })
 }

@@ -45,9 +45,7 @@ impl PixelFormat {
     }
 
     pub fn from_fourcc(code: [u8; 4]) -> Option<Self> {
-        [Self::Yuyv, Self::Nv12, Self::Mjpeg, Self::Grey, Self::Rgb24]
-            .into_iter()
-            .find(|f| f.fourcc() == code)
+        [Self::Yuyv, Self::Nv12, Self::Mjpeg, Self::Grey, Self::Rgb24].into_iter().find(|f| f.fourcc() == code)
     }
 }
 
@@ -123,15 +121,10 @@ pub fn mjpeg_to_luma(data: &[u8], width: u32, height: u32, out: &mut [u8], scrat
     let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(data))
         .context("MJPEG frame is not a decodable JPEG")?;
     let (w, h) = decoder.dimensions();
-    ensure!(
-        (w, h) == (width, height),
-        "MJPEG frame is {w}x{h}, the stream was negotiated at {width}x{height}"
-    );
+    ensure!((w, h) == (width, height), "MJPEG frame is {w}x{h}, the stream was negotiated at {width}x{height}");
     let color = decoder.color_type();
     scratch.resize(decoder.total_bytes() as usize, 0);
-    decoder
-        .read_image(scratch)
-        .context("MJPEG frame is truncated or corrupt")?;
+    decoder.read_image(scratch).context("MJPEG frame is truncated or corrupt")?;
     let n = width as usize * height as usize;
     match color {
         image::ColorType::L8 => out[..n].copy_from_slice(&scratch[..n]),

@@ -103,7 +103,14 @@ pub struct RawReplay {
 }
 
 impl RawReplay {
-    pub fn open(path: &Path, format: PixelFormat, range: LumaRange, width: u32, height: u32, looping: bool) -> Result<Self> {
+    pub fn open(
+        path: &Path,
+        format: PixelFormat,
+        range: LumaRange,
+        width: u32,
+        height: u32,
+        looping: bool,
+    ) -> Result<Self> {
         let frame_len = format
             .raw_len(width, height)
             .with_context(|| format!("{format:?} is compressed: raw dumps hold YUYV, NV12, GREY or RGB3"))?;
@@ -165,8 +172,16 @@ impl FrameSource for RawReplay {
                 self.raw.len()
             )));
         }
-        convert::to_luma(self.format, self.range, &self.raw, self.width, self.height, &mut self.frame, &mut self.scratch)
-            .map_err(|e| CaptureError::BadFrame(format!("{e:#}")))?;
+        convert::to_luma(
+            self.format,
+            self.range,
+            &self.raw,
+            self.width,
+            self.height,
+            &mut self.frame,
+            &mut self.scratch,
+        )
+        .map_err(|e| CaptureError::BadFrame(format!("{e:#}")))?;
         Ok(Some((&self.frame, info)))
     }
 

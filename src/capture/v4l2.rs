@@ -120,7 +120,8 @@ impl V4l2Source {
 }
 
 fn open_device(s: &V4l2Settings) -> Result<Open> {
-    let device = Device::with_path(&s.device).with_context(|| format!("cannot open capture device {}", s.device.display()))?;
+    let device =
+        Device::with_path(&s.device).with_context(|| format!("cannot open capture device {}", s.device.display()))?;
     let caps = device.query_caps().with_context(|| format!("{} is not a V4L2 device", s.device.display()))?;
     if !caps.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE) {
         bail!("{} ({}) cannot capture video", s.device.display(), caps.card);
@@ -128,12 +129,7 @@ fn open_device(s: &V4l2Settings) -> Result<Open> {
     let offered: Vec<FourCC> = device.enum_formats()?.into_iter().map(|d| d.fourcc).collect();
     let Some(format) = s.formats.iter().copied().find(|f| offered.contains(&FourCC::new(&f.fourcc()))) else {
         let names: Vec<String> = offered.iter().map(|f| f.to_string()).collect();
-        bail!(
-            "{} offers {} but none of the configured formats {:?}",
-            s.device.display(),
-            names.join(", "),
-            s.formats
-        );
+        bail!("{} offers {} but none of the configured formats {:?}", s.device.display(), names.join(", "), s.formats);
     };
     let mut fmt = device.format()?;
     fmt.width = s.width;
@@ -241,7 +237,9 @@ impl FrameSource for V4l2Source {
         } else {
             data
         };
-        if let Err(e) = convert::to_luma(format, self.settings.luma_range, data, width, height, &mut self.frame, &mut self.scratch) {
+        if let Err(e) =
+            convert::to_luma(format, self.settings.luma_range, data, width, height, &mut self.frame, &mut self.scratch)
+        {
             self.bad_frames += 1;
             return Err(CaptureError::BadFrame(format!("{e:#}")));
         }
@@ -295,10 +293,9 @@ pub fn probe(dir: &Path) -> Result<Vec<String>> {
                 .iter()
                 .map(|fs| match &fs.size {
                     v4l::framesize::FrameSizeEnum::Discrete(d) => format!("{}x{}", d.width, d.height),
-                    v4l::framesize::FrameSizeEnum::Stepwise(s) => format!(
-                        "{}x{}..{}x{}",
-                        s.min_width, s.min_height, s.max_width, s.max_height
-                    ),
+                    v4l::framesize::FrameSizeEnum::Stepwise(s) => {
+                        format!("{}x{}..{}x{}", s.min_width, s.min_height, s.max_width, s.max_height)
+                    }
                 })
                 .collect();
             let usable = PixelFormat::from_fourcc(desc.fourcc.repr).is_some();

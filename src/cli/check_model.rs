@@ -21,10 +21,17 @@ pub fn run(args: Args) -> Result<()> {
     let p = model.probability(&zeros)?;
     println!("model      {} v{} ({})", m.id, m.version, m.architecture);
     println!("file       {} sha256 {} (verified)", model.model_path().display(), m.sha256);
-    println!("input      1x3x{}x{} mean {:?} std {:?}", m.input.height, m.input.width, m.normalization.mean, m.normalization.std);
+    println!(
+        "input      1x3x{}x{} mean {:?} std {:?}",
+        m.input.height, m.input.width, m.normalization.mean, m.normalization.std
+    );
     println!("output     {:?} labels {:?}, positive {:?}", m.output.kind, m.output.labels, m.output.positive_label);
     println!("decision   threshold {} indeterminate {:?}", m.decision.threshold, m.decision.indeterminate);
-    println!("load       {:.0} ms (read, verify, optimise); one inference {:.1} ms; p(zero input) = {p:.4}", load.as_secs_f64() * 1e3, t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "load       {:.0} ms (read, verify, optimise); one inference {:.1} ms; p(zero input) = {p:.4}",
+        load.as_secs_f64() * 1e3,
+        t.elapsed().as_secs_f64() * 1e3
+    );
     if !m.intended_use.is_empty() {
         println!("use        {}", m.intended_use);
     }

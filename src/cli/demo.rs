@@ -38,20 +38,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mut config = Config::parse("[capture]\nsource = \"simulated\"\n")?;
-    config.source = SourceConfig::Simulated {
-        seed: args.seed,
-        hd1080: args.hd1080,
-        frames_per_patient: args.frames_per_patient,
-    };
+    config.source =
+        SourceConfig::Simulated { seed: args.seed, hd1080: args.hd1080, frames_per_patient: args.frames_per_patient };
     config.model_dir = args.model;
     config.audit_dir = args.audit_dir;
     config.console = false;
     config.display = args.display_png.map(|path| DisplayConfig {
-        sink: DisplaySinkConfig::Png {
-            path,
-            width: MIN_DISPLAY_SIDE,
-            height: MIN_DISPLAY_SIDE,
-        },
+        sink: DisplaySinkConfig::Png { path, width: MIN_DISPLAY_SIDE, height: MIN_DISPLAY_SIDE },
         required: true,
     });
     let layout = if args.hd1080 { ScreenLayout::Hd1080 } else { ScreenLayout::Hd720 };
@@ -71,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
     let stop = crate::cli::install_signal_handlers()?;
     let started = Instant::now();
     let (mut agree, mut scored) = (0u32, 0u32);
-    let counters = run_loop(&mut source, &mut pipeline, &*stop, None, |outcome, src| {
+    let counters = run_loop(&mut source, &mut pipeline, &stop, None, |outcome, src| {
         let truth = match src.segment() {
             Segment::Scan(Condition::Normal) => "normal kidney",
             Segment::Scan(Condition::Esrd) => "ESRD kidney",
@@ -79,7 +72,9 @@ pub fn run(args: Args) -> Result<()> {
             Segment::NoSignal => "no signal",
         };
         let frame = match &outcome.result {
-            FrameResult::Classified { roi, probability, raw } => format!("ROI {:<16} p(ESRD) {probability:.3} {:<14}", roi.rect().to_string(), raw.label()),
+            FrameResult::Classified { roi, probability, raw } => {
+                format!("ROI {:<16} p(ESRD) {probability:.3} {:<14}", roi.rect().to_string(), raw.label())
+            }
             FrameResult::NoImage => format!("{:<52}", "no B-mode image on screen"),
             FrameResult::NoSignal => format!("{:<52}", "no signal"),
             FrameResult::Dropped(why) => format!("dropped: {why}"),
@@ -93,7 +88,8 @@ pub fn run(args: Args) -> Result<()> {
         if let (Segment::Scan(c), Some(v)) = (src.segment(), outcome.shown.verdict) {
             if v.is_classification() {
                 scored += 1;
-                let right = matches!((c, v), (Condition::Normal, Verdict::Normal) | (Condition::Esrd, Verdict::EsrdSuspected));
+                let right =
+                    matches!((c, v), (Condition::Normal, Verdict::Normal) | (Condition::Esrd, Verdict::EsrdSuspected));
                 agree += u32::from(right);
             }
         }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::config::DEFAULT_MODEL_DIR;
-use crate::eval::report::{Excluded, ScoredCase, evaluate, markdown, write_all};
 use crate::eval::Dataset;
+use crate::eval::report::{Excluded, ScoredCase, evaluate, markdown, write_all};
 use crate::frame::LumaFrame;
 use crate::geometry::Rect;
 use crate::preprocess::Preprocessor;
@@ -44,7 +44,8 @@ pub struct Args {
 }
 
 pub(crate) fn parse_rect(s: &str) -> Result<Rect, String> {
-    let v: Vec<u32> = s.split(',').map(|p| p.trim().parse::<u32>().map_err(|e| format!("{p:?}: {e}"))).collect::<Result<_, _>>()?;
+    let v: Vec<u32> =
+        s.split(',').map(|p| p.trim().parse::<u32>().map_err(|e| format!("{p:?}: {e}"))).collect::<Result<_, _>>()?;
     let [x, y, width, height] = v[..] else { return Err(format!("expected x,y,width,height, got {s:?}")) };
     Ok(Rect::new(x, y, width, height))
 }
@@ -57,7 +58,11 @@ pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(threshold > 0.0 && threshold < 1.0, "--threshold {threshold} must be within (0, 1)");
     let mut pre = Preprocessor::new(manifest.input.width, manifest.input.height, manifest.normalization)?;
     let selector = RoiSelector::new(args.guide.unwrap_or(crate::config::DEFAULT_GUIDE))?;
-    let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(dataset.rows.len() as u64) };
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(dataset.rows.len() as u64)
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} elapsed, {eta} left")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),

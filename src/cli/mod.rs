@@ -4,10 +4,10 @@ mod check_model;
 mod classify;
 mod demo;
 pub(crate) mod eval;
+mod prepare;
 mod probe;
 mod run;
 pub(crate) mod simulate;
-mod prepare;
 
 use std::process::ExitCode;
 

@@ -74,7 +74,8 @@ pub fn run(args: Args) -> Result<()> {
         let stem = row.file.file_stem().map_or_else(|| "roi".into(), |s| s.to_string_lossy().into_owned());
         let name = format!("rois/{i:05}_{stem}.png");
         LumaFrame::from_vec(args.size, args.size, pre.resized().to_vec())?.save_png(&args.out.join(&name))?;
-        let quote = |s: &str| if s.contains([',', '"']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+        let quote =
+            |s: &str| if s.contains([',', '"']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
         writeln!(
             csv,
             "{},{},{},{},{}",
@@ -87,6 +88,10 @@ pub fn run(args: Args) -> Result<()> {
         written += 1;
     }
     csv.flush().with_context(|| format!("cannot write {}", csv_path.display()))?;
-    println!("wrote {written} ROIs of {0}x{0} to {1} ({skipped} images without a B-mode image skipped)", args.size, args.out.display());
+    println!(
+        "wrote {written} ROIs of {0}x{0} to {1} ({skipped} images without a B-mode image skipped)",
+        args.size,
+        args.out.display()
+    );
     Ok(())
 }

@@ -30,7 +30,7 @@ pub fn run(args: Args) -> Result<()> {
         config.k,
         config.n
     );
-    let result = run_loop(&mut source, &mut pipeline, &*stop, args.frames, |_, _| {});
+    let result = run_loop(&mut source, &mut pipeline, &stop, args.frames, |_, _| {});
     // Safe state on every exit path: end of source, signal, or error.
     pipeline.shutdown();
     let counters = result?;

@@ -39,10 +39,8 @@ pub struct Args {
 }
 
 pub fn parse_relative(s: &str) -> Result<RelativeRect, String> {
-    let v: Vec<f32> = s
-        .split(',')
-        .map(|p| p.trim().parse::<f32>().map_err(|e| format!("{p:?}: {e}")))
-        .collect::<Result<_, _>>()?;
+    let v: Vec<f32> =
+        s.split(',').map(|p| p.trim().parse::<f32>().map_err(|e| format!("{p:?}: {e}"))).collect::<Result<_, _>>()?;
     let [x, y, width, height] = v[..] else {
         return Err(format!("expected x,y,width,height, got {s:?}"));
     };
@@ -64,7 +62,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut labels = std::io::BufWriter::new(
         std::fs::File::create(&labels_path).with_context(|| format!("cannot create {}", labels_path.display()))?,
     );
-    writeln!(labels, "file,label,seed,length_cm,cortex_cm,cortex_to_liver,probe")?;
+    writeln!(labels, "file,label,seed,length_cm,cortex_cm,cortex_to_liver,probe,reader_simulated,fold")?;
     let selector = RoiSelector::new(args.guide)?;
     // Normalisation does not matter here: only the resized u8 ROI is written.
     let norm = Normalization { mean: [0.0; 3], std: [1.0; 3] };
@@ -105,19 +103,17 @@ pub fn run(args: Args) -> Result<()> {
         };
         writeln!(
             labels,
-            "rois/{name},{},{seed},{:.2},{:.2},{:.3},{probe}",
+            "rois/{name},{},{seed},{:.2},{:.2},{:.3},{probe},{},{}",
             condition.as_str(),
             case.length_cm,
             case.cortex_cm,
-            case.cortex_echo / case.liver_echo
+            case.cortex_echo / case.liver_echo,
+            crate::simulator::reader::reader_score(&case, seed),
+            // Five folds, each with as many normal as ESRD cases (the study reports 5 runs).
+            (i / 2) % 5 + 1
         )?;
     }
     labels.flush()?;
-    log::info!(
-        "wrote {} cases to {} in {:.1} s",
-        args.count,
-        args.out.display(),
-        started.elapsed().as_secs_f32()
-    );
+    log::info!("wrote {} cases to {} in {:.1} s", args.count, args.out.display(), started.elapsed().as_secs_f32());
     Ok(())
 }

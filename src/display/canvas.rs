@@ -80,12 +80,7 @@ impl Canvas {
     /// wide, logical (0, 0) at `origin`.
     pub(crate) fn view(&mut self, origin: Point, scale: u32, clip: Rectangle) -> Scaled<'_> {
         let clip = clip.intersection(&self.bounds());
-        Scaled {
-            canvas: self,
-            origin,
-            scale: scale.max(1),
-            clip,
-        }
+        Scaled { canvas: self, origin, scale: scale.max(1), clip }
     }
 }
 
@@ -143,10 +138,7 @@ impl Scaled<'_> {
     /// The physical rectangle of a logical one.
     pub(crate) fn physical(&self, area: &Rectangle) -> Rectangle {
         let s = self.scale as i32;
-        Rectangle::new(
-            self.origin + Point::new(area.top_left.x * s, area.top_left.y * s),
-            area.size * self.scale,
-        )
+        Rectangle::new(self.origin + Point::new(area.top_left.x * s, area.top_left.y * s), area.size * self.scale)
     }
 
     pub(crate) fn canvas(&mut self) -> &mut Canvas {

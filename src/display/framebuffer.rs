@@ -46,13 +46,7 @@ impl PixelFormat {
     pub const XBGR8888: Self = Self::new(32, ch(0, 8), ch(8, 8), ch(16, 8), ch(0, 0));
 
     pub const fn new(bits_per_pixel: u8, red: Channel, green: Channel, blue: Channel, transp: Channel) -> Self {
-        Self {
-            bits_per_pixel,
-            red,
-            green,
-            blue,
-            transp,
-        }
+        Self { bits_per_pixel, red, green, blue, transp }
     }
 
     pub fn bytes_per_pixel(&self) -> usize {
@@ -67,7 +61,8 @@ impl PixelFormat {
         );
         for (name, c) in [("red", self.red), ("green", self.green), ("blue", self.blue)] {
             ensure!(
-                (1..=8).contains(&c.length) && u32::from(c.offset) + u32::from(c.length) <= u32::from(self.bits_per_pixel),
+                (1..=8).contains(&c.length)
+                    && u32::from(c.offset) + u32::from(c.length) <= u32::from(self.bits_per_pixel),
                 "{name} channel (offset {}, length {}) does not fit a {} bpp pixel",
                 c.offset,
                 c.length,
@@ -85,17 +80,10 @@ impl PixelFormat {
     /// The pixel value of a colour.
     pub fn encode(&self, c: Rgb888) -> u32 {
         let put = |v: u8, ch: Channel| {
-            if ch.length == 0 {
-                0
-            } else {
-                (u32::from(v) >> (8 - u32::from(ch.length.min(8)))) << ch.offset
-            }
+            if ch.length == 0 { 0 } else { (u32::from(v) >> (8 - u32::from(ch.length.min(8)))) << ch.offset }
         };
-        let alpha = if self.transp.length == 0 {
-            0
-        } else {
-            ((1u32 << self.transp.length.min(31)) - 1) << self.transp.offset
-        };
+        let alpha =
+            if self.transp.length == 0 { 0 } else { ((1u32 << self.transp.length.min(31)) - 1) << self.transp.offset };
         put(c.r(), self.red) | put(c.g(), self.green) | put(c.b(), self.blue) | alpha
     }
 
@@ -133,7 +121,14 @@ impl FramebufferSink {
         Self::with_origin(file, width, height, format, line_length, 0)
     }
 
-    fn with_origin(file: File, width: u32, height: u32, format: PixelFormat, line_length: u32, origin: u64) -> Result<Self> {
+    fn with_origin(
+        file: File,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        line_length: u32,
+        origin: u64,
+    ) -> Result<Self> {
         format.validate()?;
         ensure!(width > 0 && height > 0, "framebuffer is {width}x{height}");
         let row_bytes = width as usize * format.bytes_per_pixel();
@@ -141,16 +136,7 @@ impl FramebufferSink {
             line_length as usize >= row_bytes,
             "line length {line_length} is shorter than a {width}-pixel row ({row_bytes} bytes)"
         );
-        Ok(Self {
-            file,
-            width,
-            height,
-            format,
-            line_length,
-            origin,
-            row: vec![0; row_bytes],
-            can_blank: false,
-        })
+        Ok(Self { file, width, height, format, line_length, origin, row: vec![0; row_bytes], can_blank: false })
     }
 
     /// Opens /dev/fbN and reads its geometry and pixel format from the driver.
@@ -168,14 +154,17 @@ impl FramebufferSink {
         // SAFETY: both requests fill a struct of exactly the kernel's layout, passed by pointer.
         unsafe {
             if libc::ioctl(fd, sys::FBIOGET_VSCREENINFO as _, &mut var as *mut sys::VarScreeninfo) < 0 {
-                return Err(std::io::Error::last_os_error()).with_context(|| format!("FBIOGET_VSCREENINFO on {}", path.display()));
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("FBIOGET_VSCREENINFO on {}", path.display()));
             }
             if libc::ioctl(fd, sys::FBIOGET_FSCREENINFO as _, &mut fix as *mut sys::FixScreeninfo) < 0 {
-                return Err(std::io::Error::last_os_error()).with_context(|| format!("FBIOGET_FSCREENINFO on {}", path.display()));
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("FBIOGET_FSCREENINFO on {}", path.display()));
             }
         }
         ensure!(
-            fix.type_ == sys::FB_TYPE_PACKED_PIXELS && matches!(fix.visual, sys::FB_VISUAL_TRUECOLOR | sys::FB_VISUAL_DIRECTCOLOR),
+            fix.type_ == sys::FB_TYPE_PACKED_PIXELS
+                && matches!(fix.visual, sys::FB_VISUAL_TRUECOLOR | sys::FB_VISUAL_DIRECTCOLOR),
             "{} is not a packed true-colour framebuffer (type {}, visual {})",
             path.display(),
             fix.type_,
@@ -183,7 +172,13 @@ impl FramebufferSink {
         );
         ensure!(var.grayscale == 0, "{} is a greyscale framebuffer", path.display());
         let bf = |b: sys::Bitfield| ch(b.offset.min(255) as u8, b.length.min(255) as u8);
-        let format = PixelFormat::new(var.bits_per_pixel.min(255) as u8, bf(var.red), bf(var.green), bf(var.blue), bf(var.transp));
+        let format = PixelFormat::new(
+            var.bits_per_pixel.min(255) as u8,
+            bf(var.red),
+            bf(var.green),
+            bf(var.blue),
+            bf(var.transp),
+        );
         let bpp = u64::from(var.bits_per_pixel / 8);
         let origin = u64::from(var.yoffset) * u64::from(fix.line_length) + u64::from(var.xoffset) * bpp;
         let mut me = Self::with_origin(file, var.xres, var.yres, format, fix.line_length, origin)
@@ -373,10 +368,7 @@ mod tests {
             (PixelFormat::XBGR8888, vec![0x12, 0x80, 0xFE, 0x00]),
             (PixelFormat::RGB888, vec![0xFE, 0x80, 0x12]),
             (PixelFormat::BGR888, vec![0x12, 0x80, 0xFE]),
-            (
-                PixelFormat::new(32, ch(16, 8), ch(8, 8), ch(0, 8), ch(24, 8)),
-                vec![0xFE, 0x80, 0x12, 0xFF],
-            ),
+            (PixelFormat::new(32, ch(16, 8), ch(8, 8), ch(0, 8), ch(24, 8)), vec![0xFE, 0x80, 0x12, 0xFF]),
         ] {
             let bpp = format.bytes_per_pixel() as u32;
             let (w, h) = (10u32, 4u32);
@@ -391,6 +383,13 @@ mod tests {
             assert_eq!(&bytes[at..at + bpp as usize], &expect[..], "{format:?}");
             assert!(bytes[..at].iter().all(|b| *b == 0) || format.transp.length > 0, "{format:?}");
         }
+    }
+
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    #[test]
+    fn ioctl_structs_have_the_kernel_sizes() {
+        assert_eq!(std::mem::size_of::<sys::VarScreeninfo>(), 160);
+        assert_eq!(std::mem::size_of::<sys::FixScreeninfo>(), 80);
     }
 
     #[test]

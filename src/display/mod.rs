@@ -148,14 +148,7 @@ impl<S: DisplaySink> StatusDisplay<S> {
             size.width,
             size.height
         );
-        Ok(Self {
-            canvas: Canvas::new(size),
-            layout: Layout::new(size),
-            sink,
-            op,
-            drawn: None,
-            backlight_on: false,
-        })
+        Ok(Self { canvas: Canvas::new(size), layout: Layout::new(size), sink, op, drawn: None, backlight_on: false })
     }
 
     pub fn sink(&self) -> &S {
@@ -243,10 +236,7 @@ impl<S: DisplaySink> StatusDisplay<S> {
         self.drawn = None;
         render::draw_off(&mut self.canvas);
         self.canvas.take_dirty();
-        let flushed = self
-            .sink
-            .flush_region(&self.canvas, self.canvas.bounds())
-            .and_then(|()| self.sink.present());
+        let flushed = self.sink.flush_region(&self.canvas, self.canvas.bounds()).and_then(|()| self.sink.present());
         // The backlight goes off even when the panel did not take the OFF screen.
         let backlight = self.sink.set_backlight(false);
         self.backlight_on = false;
@@ -268,9 +258,9 @@ impl<S: DisplaySink> Indicator for StatusDisplay<S> {
 pub fn open(config: &DisplayConfig, op: OperatingPoint) -> Result<Box<dyn Indicator>> {
     let what = config.describe();
     let sink: Box<dyn DisplaySink> = match &config.sink {
-        DisplaySinkConfig::Png { path, width, height } => {
-            Box::new(png::PngSink::new(path, Size::new(*width, *height)).with_context(|| format!("cannot open {what}"))?)
-        }
+        DisplaySinkConfig::Png { path, width, height } => Box::new(
+            png::PngSink::new(path, Size::new(*width, *height)).with_context(|| format!("cannot open {what}"))?,
+        ),
         #[cfg(target_os = "linux")]
         DisplaySinkConfig::Framebuffer { device } => {
             Box::new(framebuffer::FramebufferSink::open(device).with_context(|| format!("cannot open {what}"))?)

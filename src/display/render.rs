@@ -81,7 +81,9 @@ impl Layout {
         let footer = Rectangle::new(Point::new(0, hi - FOOTER_HEIGHT as i32), Size::new(w, FOOTER_HEIGHT));
         let top = banner_h as i32 + MARGIN;
         let bottom = footer.top_left.y - 3;
-        let rect = |x: i32, y: i32, w: i32, h: i32| Rectangle::new(Point::new(x, y), Size::new(w.max(1) as u32, h.max(1) as u32));
+        let rect = |x: i32, y: i32, w: i32, h: i32| {
+            Rectangle::new(Point::new(x, y), Size::new(w.max(1) as u32, h.max(1) as u32))
+        };
         let landscape = w * 4 >= h * 5;
         let (bar, thumb, info) = if landscape {
             let side = (bottom - top).min(wi / 2);
@@ -98,23 +100,12 @@ impl Layout {
             let info_x = MARGIN * 2 + side;
             (bar, thumb, rect(info_x, lower, wi - info_x - MARGIN, bottom - lower))
         };
-        Self {
-            scale,
-            origin,
-            banner,
-            bar,
-            thumb,
-            info,
-            footer,
-        }
+        Self { scale, origin, banner, bar, thumb, info, footer }
     }
 
     pub fn physical(&self, area: &Rectangle) -> Rectangle {
         let s = self.scale as i32;
-        Rectangle::new(
-            self.origin + Point::new(area.top_left.x * s, area.top_left.y * s),
-            area.size * self.scale,
-        )
+        Rectangle::new(self.origin + Point::new(area.top_left.x * s, area.top_left.y * s), area.size * self.scale)
     }
 
     /// A view of one region, in region-local logical pixels.
@@ -229,7 +220,10 @@ pub(crate) fn draw_bar(canvas: &mut Canvas, layout: &Layout, op: &OperatingPoint
         let _ = v.fill_solid(&Rectangle::new(Point::new(0, track_y), Size::new(end as u32 + 1, track_h as u32)), color);
     }
     // The indeterminate band as a strip under the bar, the threshold as a tick through it.
-    let strip = Rectangle::with_corners(Point::new(x_of(lo), track_y + track_h + 1), Point::new(x_of(hi), track_y + track_h + 3));
+    let strip = Rectangle::with_corners(
+        Point::new(x_of(lo), track_y + track_h + 1),
+        Point::new(x_of(hi), track_y + track_h + 3),
+    );
     let _ = v.fill_solid(&strip, BAND);
     let tick_x = x_of(op.threshold).clamp(1, w - 1);
     let tick = Rectangle::with_corners(Point::new(tick_x - 1, track_y - 3), Point::new(tick_x, track_y + track_h + 4));
@@ -243,7 +237,8 @@ pub(crate) fn draw_thumb(canvas: &mut Canvas, layout: &Layout, roi: Option<(u32,
     let mut v = layout.view(canvas, &area);
     let (w, h) = (area.size.width as i32, area.size.height as i32);
     for edge in [(0, 0, w, 1), (0, h - 1, w, 1), (0, 0, 1, h), (w - 1, 0, 1, h)] {
-        let _ = v.fill_solid(&Rectangle::new(Point::new(edge.0, edge.1), Size::new(edge.2 as u32, edge.3 as u32)), RULE);
+        let _ =
+            v.fill_solid(&Rectangle::new(Point::new(edge.0, edge.1), Size::new(edge.2 as u32, edge.3 as u32)), RULE);
     }
     let inner_logical = Rectangle::new(Point::new(1, 1), area.size.saturating_sub(Size::new(2, 2)));
     let roi = roi.filter(|(w, h, px)| *w > 0 && *h > 0 && px.len() >= (*w as usize) * (*h as usize));
@@ -260,11 +255,8 @@ pub(crate) fn draw_thumb(canvas: &mut Canvas, layout: &Layout, roi: Option<(u32,
         return;
     }
     // Keep the aspect ratio: letterbox inside the square.
-    let (tw, th) = if rw * ih >= rh * iw {
-        (iw, (rh * iw / rw).clamp(1, ih))
-    } else {
-        ((rw * ih / rh).clamp(1, iw), ih)
-    };
+    let (tw, th) =
+        if rw * ih >= rh * iw { (iw, (rh * iw / rw).clamp(1, ih)) } else { ((rw * ih / rh).clamp(1, iw), ih) };
     let x0 = inner.top_left.x as u32 + (iw - tw) / 2;
     let y0 = inner.top_left.y as u32 + (ih - th) / 2;
     let canvas = v.canvas();
@@ -345,7 +337,8 @@ pub(crate) fn draw_footer(canvas: &mut Canvas, layout: &Layout) {
     let area = layout.footer;
     let mut v = layout.view(canvas, &area);
     let _ = v.fill_solid(&Rectangle::new(Point::zero(), area.size), BACKGROUND);
-    let _ = v.fill_solid(&Rectangle::new(Point::new(MARGIN, 0), Size::new(area.size.width - 2 * MARGIN as u32, 1)), RULE);
+    let _ =
+        v.fill_solid(&Rectangle::new(Point::new(MARGIN, 0), Size::new(area.size.width - 2 * MARGIN as u32, 1)), RULE);
     let font = if text_width(FOOTER_TEXT, &FONT_7X13) + 4 <= area.size.width { &FONT_7X13 } else { &FONT_6X10 };
     let x = (area.size.width as i32 - text_width(FOOTER_TEXT, font) as i32) / 2;
     text(&mut v, FOOTER_TEXT, Point::new(x, 2), font, FOOTER);

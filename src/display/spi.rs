@@ -38,11 +38,7 @@ pub struct PanelBus<SPI, DC> {
 
 impl<SPI: SpiDevice, DC: OutputPin> PanelBus<SPI, DC> {
     pub fn new(spi: SPI, dc: DC) -> Self {
-        Self {
-            spi,
-            dc,
-            buffer: vec![0; CHUNK].into_boxed_slice(),
-        }
+        Self { spi, dc, buffer: vec![0; CHUNK].into_boxed_slice() }
     }
 
     pub fn release(self) -> (SPI, DC) {
@@ -105,7 +101,12 @@ pub struct PanelSettings {
 
 /// A mipidsi builder for `model` on `spi` + `dc`, set up from `settings`. Add a reset pin with
 /// `.reset_pin(..)` (without one the panel gets a software reset), then `.init(&mut delay)`.
-pub fn builder<SPI, DC, M>(spi: SPI, dc: DC, model: M, settings: &PanelSettings) -> Builder<PanelBus<SPI, DC>, M, NoResetPin>
+pub fn builder<SPI, DC, M>(
+    spi: SPI,
+    dc: DC,
+    model: M,
+    settings: &PanelSettings,
+) -> Builder<PanelBus<SPI, DC>, M, NoResetPin>
 where
     SPI: SpiDevice,
     DC: OutputPin,
@@ -175,9 +176,8 @@ where
         let area = area.intersection(&canvas.bounds()).intersection(&self.display.bounding_box());
         let Some(br) = area.bottom_right() else { return Ok(()) };
         let (x0, y0, w) = (area.top_left.x as u32, area.top_left.y as u32, area.size.width);
-        let pixels = (y0..=br.y as u32)
-            .flat_map(|y| canvas.row_span(y, x0, w).iter())
-            .map(|c: &Rgb888| Rgb565::from(*c));
+        let pixels =
+            (y0..=br.y as u32).flat_map(|y| canvas.row_span(y, x0, w).iter()).map(|c: &Rgb888| Rgb565::from(*c));
         self.display
             .set_pixels(x0 as u16, y0 as u16, br.x as u16, br.y as u16, pixels)
             .map_err(|e| anyhow!("SPI display write failed: {e:?}"))
@@ -204,12 +204,22 @@ pub mod rpi {
     use crate::display::{DisplaySink, Panel};
 
     fn pin(gpio: &Gpio, bcm: u8, what: &str) -> Result<OutputPin> {
-        let mut pin = gpio.get(bcm).with_context(|| format!("cannot claim GPIO {bcm} for the display's {what}"))?.into_output_low();
+        let mut pin = gpio
+            .get(bcm)
+            .with_context(|| format!("cannot claim GPIO {bcm} for the display's {what}"))?
+            .into_output_low();
         pin.set_reset_on_drop(true);
         Ok(pin)
     }
 
-    fn init<M>(model: M, spi: SimpleHalSpiDevice, dc: OutputPin, rst: Option<OutputPin>, bl: Option<OutputPin>, settings: &PanelSettings) -> Result<Box<dyn DisplaySink>>
+    fn init<M>(
+        model: M,
+        spi: SimpleHalSpiDevice,
+        dc: OutputPin,
+        rst: Option<OutputPin>,
+        bl: Option<OutputPin>,
+        settings: &PanelSettings,
+    ) -> Result<Box<dyn DisplaySink>>
     where
         M: Model<ColorFormat = embedded_graphics::pixelcolor::Rgb565> + 'static,
     {
@@ -220,10 +230,7 @@ pub mod rpi {
                 b.reset_pin(rst).init(&mut delay).map_err(|e| anyhow!("panel init failed: {e:?}"))?,
                 bl,
             )?),
-            None => Box::new(SpiSink::new(
-                b.init(&mut delay).map_err(|e| anyhow!("panel init failed: {e:?}"))?,
-                bl,
-            )?),
+            None => Box::new(SpiSink::new(b.init(&mut delay).map_err(|e| anyhow!("panel init failed: {e:?}"))?, bl)?),
         })
     }
 
@@ -300,13 +307,7 @@ mod tests {
     }
 
     fn settings(rotation: u16) -> PanelSettings {
-        PanelSettings {
-            width: 240,
-            height: 240,
-            rotation,
-            invert_colors: true,
-            bgr: false,
-        }
+        PanelSettings { width: 240, height: 240, rotation, invert_colors: true, bgr: false }
     }
 
     #[test]

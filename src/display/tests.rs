@@ -13,10 +13,7 @@ use super::png::PngSink;
 use super::render::Layout;
 use super::*;
 
-const OP: OperatingPoint = OperatingPoint {
-    threshold: 0.5,
-    indeterminate: [0.35, 0.65],
-};
+const OP: OperatingPoint = OperatingPoint { threshold: 0.5, indeterminate: [0.35, 0.65] };
 const MODEL: &str = "densenet121-kidney-sim-int8";
 const ROI_SIDE: u32 = 128;
 
@@ -52,8 +49,20 @@ struct Case {
 
 const CASES: [Case; 7] = [
     Case { name: "normal", verdict: Some(Verdict::Normal), probability: Some(0.12), agreeing: 5, with_roi: true },
-    Case { name: "esrd_suspected", verdict: Some(Verdict::EsrdSuspected), probability: Some(0.91), agreeing: 6, with_roi: true },
-    Case { name: "indeterminate", verdict: Some(Verdict::Indeterminate), probability: Some(0.52), agreeing: 4, with_roi: true },
+    Case {
+        name: "esrd_suspected",
+        verdict: Some(Verdict::EsrdSuspected),
+        probability: Some(0.91),
+        agreeing: 6,
+        with_roi: true,
+    },
+    Case {
+        name: "indeterminate",
+        verdict: Some(Verdict::Indeterminate),
+        probability: Some(0.52),
+        agreeing: 4,
+        with_roi: true,
+    },
     Case { name: "no_signal", verdict: Some(Verdict::NoSignal), probability: None, agreeing: 6, with_roi: false },
     Case { name: "no_image", verdict: Some(Verdict::NoImage), probability: None, agreeing: 5, with_roi: false },
     Case { name: "fault", verdict: Some(Verdict::Fault), probability: None, agreeing: 4, with_roi: false },
@@ -96,12 +105,16 @@ fn check_golden(name: &str, image: &image::RgbImage) {
         image.save(&path).unwrap();
         return;
     }
-    let golden = image::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDENS=1 writes it)", path.display()))
-        .to_rgb8();
+    let golden =
+        image::open(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDENS=1 writes it)", path.display())).to_rgb8();
     assert_eq!(golden.dimensions(), image.dimensions(), "{name}: size");
     let differing = golden.pixels().zip(image.pixels()).filter(|(a, b)| a != b).count();
-    assert_eq!(differing, 0, "{name}: {differing} pixels differ from {} (UPDATE_GOLDENS=1 rewrites it)", path.display());
+    assert_eq!(
+        differing,
+        0,
+        "{name}: {differing} pixels differ from {} (UPDATE_GOLDENS=1 rewrites it)",
+        path.display()
+    );
 }
 
 #[test]
@@ -188,10 +201,7 @@ impl DisplaySink for Recorder {
 }
 
 fn recorder_display() -> StatusDisplay<Recorder> {
-    let sink = Recorder {
-        size: Size::new(240, 240),
-        ..Recorder::default()
-    };
+    let sink = Recorder { size: Size::new(240, 240), ..Recorder::default() };
     StatusDisplay::new(sink, OP).unwrap()
 }
 
@@ -213,7 +223,9 @@ fn only_what_changed_is_flushed() {
 
     d.sink_mut().flushed.clear();
     assert!(!d.update(&base).unwrap(), "identical frame");
-    assert!(!d.update(&IndicatorState { sequence: 43, uptime: Duration::from_secs(13), changed: false, ..base }).unwrap());
+    assert!(
+        !d.update(&IndicatorState { sequence: 43, uptime: Duration::from_secs(13), changed: false, ..base }).unwrap()
+    );
     assert!(d.sink().flushed.is_empty());
     assert_eq!(d.sink().presents, 1);
 
@@ -225,7 +237,9 @@ fn only_what_changed_is_flushed() {
 
     // A new ROI: only the thumbnail.
     d.sink_mut().flushed.clear();
-    assert!(d.update(&IndicatorState { probability: Some(0.2), roi: Some((ROI_SIDE, ROI_SIDE, &moved)), ..base }).unwrap());
+    assert!(
+        d.update(&IndicatorState { probability: Some(0.2), roi: Some((ROI_SIDE, ROI_SIDE, &moved)), ..base }).unwrap()
+    );
     let thumb = layout.physical(&layout.thumb);
     assert_eq!(d.sink().flushed.len(), 1);
     assert!(inside(&d.sink().flushed[0], &thumb));
@@ -280,10 +294,7 @@ fn a_failed_flush_redraws_everything_next_time() {
 
 #[test]
 fn too_small_a_screen_is_refused() {
-    let sink = Recorder {
-        size: Size::new(135, 240),
-        ..Recorder::default()
-    };
+    let sink = Recorder { size: Size::new(135, 240), ..Recorder::default() };
     let err = StatusDisplay::new(sink, OP).err().unwrap();
     assert!(err.to_string().contains("135x240"), "{err}");
 }
@@ -335,4 +346,3 @@ fn framebuffer_stand_in_gets_the_screen_at_the_stated_format() {
         }
     }
 }
-

@@ -34,15 +34,14 @@ fn parse_label(s: &str) -> Option<bool> {
 
 fn parse_reader(s: &str) -> Option<f64> {
     let s = s.trim();
-    parse_label(s)
-        .map(|b| if b { 1.0 } else { 0.0 })
-        .or_else(|| s.parse::<f64>().ok().filter(|v| v.is_finite()))
+    parse_label(s).map(|b| if b { 1.0 } else { 0.0 }).or_else(|| s.parse::<f64>().ok().filter(|v| v.is_finite()))
 }
 
 impl Dataset {
     /// Reads `labels` and resolves files relative to `data` (or the CSV's directory).
     pub fn load(labels: &Path, data: Option<&Path>) -> Result<Self> {
-        let base = data.map(Path::to_path_buf).unwrap_or_else(|| labels.parent().unwrap_or(Path::new(".")).to_path_buf());
+        let base =
+            data.map(Path::to_path_buf).unwrap_or_else(|| labels.parent().unwrap_or(Path::new(".")).to_path_buf());
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_path(labels)

@@ -156,12 +156,7 @@ pub fn auc(labels: &[bool], scores: &[f64]) -> Result<Auc> {
     let a = mean(&c.v10);
     let variance = cov(&c.v10, &c.v10) / c.v10.len() as f64 + cov(&c.v01, &c.v01) / c.v01.len() as f64;
     let half = Z_95 * variance.max(0.0).sqrt();
-    Ok(Auc {
-        auc: a,
-        variance,
-        ci_low: (a - half).max(0.0),
-        ci_high: (a + half).min(1.0),
-    })
+    Ok(Auc { auc: a, variance, ci_low: (a - half).max(0.0), ci_high: (a + half).min(1.0) })
 }
 
 /// Paired DeLong test of B against A on the same cases: z = (AUC_B - AUC_A) / SE, two-sided p.
@@ -187,12 +182,7 @@ pub fn delong_test(labels: &[bool], scores_a: &[f64], scores_b: &[f64]) -> Resul
         "DeLong variance of the AUC difference is {var_diff}: the two scorers rank the cases identically"
     );
     let z = (auc_b - auc_a) / var_diff.sqrt();
-    Ok(DeLong {
-        auc_a,
-        auc_b,
-        z,
-        p: two_sided_p(z),
-    })
+    Ok(DeLong { auc_a, auc_b, z, p: two_sided_p(z) })
 }
 
 /// Two-sided normal p-value, 2 * (1 - Phi(|z|)) = erfc(|z| / sqrt 2).
@@ -213,7 +203,11 @@ pub fn roc_points(labels: &[bool], scores: &[f64]) -> Vec<(f64, f64)> {
         // All cases sharing a score move together (a diagonal step on ties).
         let s = scores[idx[k]];
         while k < idx.len() && scores[idx[k]] == s {
-            if labels[idx[k]] { tp += 1.0 } else { fp += 1.0 }
+            if labels[idx[k]] {
+                tp += 1.0
+            } else {
+                fp += 1.0
+            }
             k += 1;
         }
         pts.push((fp / neg.max(1.0), tp / pos.max(1.0)));

@@ -42,9 +42,18 @@ where
         .draw()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     chart
-        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], ShapeStyle::from(&RGBColor(170, 170, 170)).stroke_width(1)))
+        .draw_series(LineSeries::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            ShapeStyle::from(&RGBColor(170, 170, 170)).stroke_width(1),
+        ))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let palette = [RGBColor(200, 30, 30), RGBColor(30, 90, 200), RGBColor(20, 150, 60), RGBColor(150, 60, 170), RGBColor(220, 130, 0)];
+    let palette = [
+        RGBColor(200, 30, 30),
+        RGBColor(30, 90, 200),
+        RGBColor(20, 150, 60),
+        RGBColor(150, 60, 170),
+        RGBColor(220, 130, 0),
+    ];
     for (i, c) in curves.iter().enumerate() {
         let color = palette[i % palette.len()];
         chart
@@ -76,6 +85,7 @@ pub fn roc_figure(stem: &Path, title: &str, curves: &[Curve]) -> Result<()> {
     draw(BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area(), title, curves)
         .with_context(|| "cannot draw the ROC bitmap")?;
     let png = stem.with_extension("png");
-    image::save_buffer(&png, &rgb, w, h, image::ExtendedColorType::Rgb8).with_context(|| format!("cannot write {}", png.display()))?;
+    image::save_buffer(&png, &rgb, w, h, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("cannot write {}", png.display()))?;
     Ok(())
 }

@@ -239,22 +239,55 @@ pub fn markdown(r: &EvalReport) -> String {
     let _ = writeln!(md, "{}\n", row(&r.model, &r.model.at_threshold));
     let _ = writeln!(md, "## At the Youden-optimal threshold\n\n{header}");
     for s in r.readers.iter().chain(std::iter::once(&r.model)) {
-        let _ = writeln!(md, "{}", row(s, &s.youden).replacen(&format!("| {} |", s.name), &format!("| {} (t = {:.4}) |", s.name, s.youden.threshold), 1));
+        let _ = writeln!(
+            md,
+            "{}",
+            row(s, &s.youden).replacen(
+                &format!("| {} |", s.name),
+                &format!("| {} (t = {:.4}) |", s.name, s.youden.threshold),
+                1
+            )
+        );
     }
     if !r.delong.is_empty() {
-        let _ = writeln!(md, "\n## DeLong test, model vs reader (paired, two-sided)\n\n| reader | AUC reader | AUC model | Z | P |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "\n## DeLong test, model vs reader (paired, two-sided)\n\n| reader | AUC reader | AUC model | Z | P |\n|---|---|---|---|---|"
+        );
         for d in &r.delong {
-            let _ = writeln!(md, "| {} | {:.3} | {:.3} | {:.3} | {:.4} |", d.reader, d.auc_reader, d.auc_model, d.z, d.p);
+            let _ =
+                writeln!(md, "| {} | {:.3} | {:.3} | {:.3} | {:.4} |", d.reader, d.auc_reader, d.auc_model, d.z, d.p);
         }
     }
     if !r.folds.is_empty() {
-        let _ = writeln!(md, "\n## Per fold (model, threshold {})\n\n| fold | n | accuracy | sensitivity | specificity | AUC |\n|---|---|---|---|---|---|", r.threshold);
+        let _ = writeln!(
+            md,
+            "\n## Per fold (model, threshold {})\n\n| fold | n | accuracy | sensitivity | specificity | AUC |\n|---|---|---|---|---|---|",
+            r.threshold
+        );
         for f in &r.folds {
-            let _ = writeln!(md, "| {} | {} | {} | {} | {} | {:.3} |", f.fold, f.n, pct(f.accuracy), pct(f.sensitivity), pct(f.specificity), f.auc);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {:.3} |",
+                f.fold,
+                f.n,
+                pct(f.accuracy),
+                pct(f.sensitivity),
+                pct(f.specificity),
+                f.auc
+            );
         }
-        let ms = |k: &str| r.folds_summary.get(k).map_or("-".into(), |m| format!("{:.2}% +- {:.2}", m.mean * 100.0, m.sd * 100.0));
+        let ms = |k: &str| {
+            r.folds_summary.get(k).map_or("-".into(), |m| format!("{:.2}% +- {:.2}", m.mean * 100.0, m.sd * 100.0))
+        };
         let auc = r.folds_summary.get("auc").map_or("-".into(), |m| format!("{:.3} +- {:.3}", m.mean, m.sd));
-        let _ = writeln!(md, "| mean +- sd | | {} | {} | {} | {auc} |", ms("accuracy"), ms("sensitivity"), ms("specificity"));
+        let _ = writeln!(
+            md,
+            "| mean +- sd | | {} | {} | {} | {auc} |",
+            ms("accuracy"),
+            ms("sensitivity"),
+            ms("specificity")
+        );
     }
     if let Some(p) = &r.patient_level {
         let _ = writeln!(md, "\n## Patient level (mean score per patient)\n\n{header}\n{}", row(p, &p.at_threshold));

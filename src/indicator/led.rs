@@ -89,10 +89,7 @@ pub mod rpi {
 
     impl RppalLed {
         pub fn open(gpio: &rppal::gpio::Gpio, bcm: u8, active_low: bool) -> Result<Self> {
-            let mut pin = gpio
-                .get(bcm)
-                .with_context(|| format!("cannot claim GPIO {bcm} for an LED"))?
-                .into_output();
+            let mut pin = gpio.get(bcm).with_context(|| format!("cannot claim GPIO {bcm} for an LED"))?.into_output();
             // Belt and braces: rppal resets the pin on drop (not on SIGKILL); the pipeline
             // also calls safe_state on SIGINT/SIGTERM.
             pin.set_reset_on_drop(true);
@@ -113,7 +110,8 @@ pub mod rpi {
 
     /// Opens the three LED pins (BCM numbers) with a lamp test.
     pub fn open_leds(green: u8, amber: u8, red: u8, active_low: bool) -> Result<super::LedIndicator<RppalLed>> {
-        let gpio = rppal::gpio::Gpio::new().context("cannot open the Raspberry Pi GPIO (/dev/gpiomem): not a Pi, or no permission (gpio group)")?;
+        let gpio = rppal::gpio::Gpio::new()
+            .context("cannot open the Raspberry Pi GPIO (/dev/gpiomem): not a Pi, or no permission (gpio group)")?;
         super::LedIndicator::new(
             RppalLed::open(&gpio, green, active_low)?,
             RppalLed::open(&gpio, amber, active_low)?,
@@ -170,13 +168,21 @@ mod tests {
         ind.show(&state(Some(Verdict::NoSignal), 600)).unwrap(); // blink phase off
         ind.safe_state().unwrap();
         let expected = vec![
-            ("green", true), ("amber", true), ("red", true), // lamp test
-            ("green", false), ("amber", false), ("red", false),
+            ("green", true),
+            ("amber", true),
+            ("red", true), // lamp test
+            ("green", false),
+            ("amber", false),
+            ("red", false),
             ("green", true), // NORMAL
-            ("green", false), ("red", true), // ESRD
-            ("amber", true), ("red", false), // NO SIGNAL, blink on
+            ("green", false),
+            ("red", true), // ESRD
+            ("amber", true),
+            ("red", false),   // NO SIGNAL, blink on
             ("amber", false), // blink off
-            ("green", false), ("amber", false), ("red", false), // safe state writes every pin
+            ("green", false),
+            ("amber", false),
+            ("red", false), // safe state writes every pin
         ];
         assert_eq!(*log.borrow(), expected);
     }

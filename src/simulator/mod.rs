@@ -4,6 +4,7 @@
 //! ultrasound data can be downloaded where this is built). Deterministic from a seed.
 
 pub mod phantom;
+pub mod reader;
 pub mod screen;
 
 use rand::{Rng, SeedableRng};

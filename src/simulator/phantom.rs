@@ -84,35 +84,29 @@ impl KidneyCase {
     /// moderately bright normal cortex) so the task is not trivial.
     pub fn sample(rng: &mut Pcg64Mcg, condition: Condition) -> Self {
         let probe = if rng.gen_bool(0.75) {
-            Probe::Convex {
-                radius_cm: uniform(rng, 3.5, 6.0),
-                fov_rad: uniform(rng, 55.0, 75.0).to_radians(),
-            }
+            Probe::Convex { radius_cm: uniform(rng, 3.5, 6.0), fov_rad: uniform(rng, 55.0, 75.0).to_radians() }
         } else {
-            Probe::Linear {
-                width_cm: uniform(rng, 13.0, 16.0),
-            }
+            Probe::Linear { width_cm: uniform(rng, 13.0, 16.0) }
         };
         let liver_echo = uniform(rng, 0.8, 1.2);
-        let (length_cm, cortex_cm, cortex_rel, pyramid_rel, irregularity, sinus_rel) =
-            match condition {
-                Condition::Normal => (
-                    uniform(rng, 9.2, 12.5),
-                    uniform(rng, 0.75, 1.5),
-                    uniform(rng, 0.4, 0.85),
-                    uniform(rng, 0.2, 0.55),
-                    uniform(rng, 0.0, 0.04),
-                    uniform(rng, 1.6, 2.4),
-                ),
-                Condition::Esrd => (
-                    uniform(rng, 6.0, 9.8),
-                    uniform(rng, 0.3, 0.8),
-                    uniform(rng, 0.9, 1.6),
-                    uniform(rng, 0.75, 1.05),
-                    uniform(rng, 0.02, 0.12),
-                    uniform(rng, 1.1, 1.8),
-                ),
-            };
+        let (length_cm, cortex_cm, cortex_rel, pyramid_rel, irregularity, sinus_rel) = match condition {
+            Condition::Normal => (
+                uniform(rng, 9.2, 12.5),
+                uniform(rng, 0.75, 1.5),
+                uniform(rng, 0.4, 0.85),
+                uniform(rng, 0.2, 0.55),
+                uniform(rng, 0.0, 0.04),
+                uniform(rng, 1.6, 2.4),
+            ),
+            Condition::Esrd => (
+                uniform(rng, 6.0, 9.8),
+                uniform(rng, 0.3, 0.8),
+                uniform(rng, 0.9, 1.6),
+                uniform(rng, 0.75, 1.05),
+                uniform(rng, 0.02, 0.12),
+                uniform(rng, 1.1, 1.8),
+            ),
+        };
         let width_cm = length_cm * uniform(rng, 0.42, 0.55);
         let cortex_echo = liver_echo * cortex_rel;
         let shadow = if rng.gen_bool(0.3) {
@@ -135,11 +129,7 @@ impl KidneyCase {
             sinus_echo: liver_echo * sinus_rel,
             pyramid_count: rng.gen_range(5..9),
             irregularity,
-            contour_phase: [
-                uniform(rng, 0.0, 6.3),
-                uniform(rng, 0.0, 6.3),
-                uniform(rng, 0.0, 6.3),
-            ],
+            contour_phase: [uniform(rng, 0.0, 6.3), uniform(rng, 0.0, 6.3), uniform(rng, 0.0, 6.3)],
             centre_rel: (uniform(rng, 0.42, 0.58), uniform(rng, 0.45, 0.6)),
             tilt_rad: uniform(rng, -25.0, 25.0).to_radians(),
             gain_db: uniform(rng, -6.0, 6.0),
@@ -353,12 +343,12 @@ impl PhantomRenderer {
                             (r - radius_cm) / case.depth_cm * (SAMPLES - 1) as f32,
                         )
                     }
-                    Probe::Linear { width_cm } => (
-                        (x + width_cm / 2.0) / width_cm * (LINES - 1) as f32,
-                        z / case.depth_cm * (SAMPLES - 1) as f32,
-                    ),
+                    Probe::Linear { width_cm } => {
+                        ((x + width_cm / 2.0) / width_cm * (LINES - 1) as f32, z / case.depth_cm * (SAMPLES - 1) as f32)
+                    }
                 };
-                let value = if line < 0.0 || sample < 0.0 || line > (LINES - 1) as f32 || sample > (SAMPLES - 1) as f32 {
+                let value = if line < 0.0 || sample < 0.0 || line > (LINES - 1) as f32 || sample > (SAMPLES - 1) as f32
+                {
                     0.0
                 } else {
                     let l0 = (line as usize).min(LINES - 2);
@@ -409,12 +399,9 @@ fn blur_separable(src: &[f32], dst: &mut [f32], mid: &mut [f32], sigma_lines: f3
 
 fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     let radius = (sigma * 3.0).ceil().max(1.0) as i32;
-    let mut k: Vec<f32> = (-radius..=radius)
-        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
+    let mut k: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
     // Unit energy keeps the speckle power equal to the echogenicity whatever the PSF size.
     let energy: f32 = k.iter().map(|v| v * v).sum::<f32>().sqrt();
     k.iter_mut().for_each(|v| *v /= energy);
     k
 }
-

@@ -3,7 +3,7 @@
 //! location is tested against what a capture dongle really sees.
 
 use embedded_graphics::{
-    mono_font::{MonoTextStyle, ascii::FONT_10X20, ascii::FONT_6X10},
+    mono_font::{MonoTextStyle, ascii::FONT_6X10, ascii::FONT_10X20},
     pixelcolor::Rgb888,
     prelude::*,
     primitives::{Circle, PrimitiveStyle, Rectangle},
@@ -46,11 +46,7 @@ pub struct RgbCanvas {
 
 impl RgbCanvas {
     pub fn new(width: u32, height: u32) -> Self {
-        Self {
-            width,
-            height,
-            data: vec![0; width as usize * height as usize * 3],
-        }
+        Self { width, height, data: vec![0; width as usize * height as usize * 3] }
     }
 
     pub fn width(&self) -> u32 {
@@ -123,8 +119,7 @@ impl ScreenCompositor {
             .into_styled(PrimitiveStyle::with_fill(Rgb888::new(28, 36, 60)))
             .draw(&mut base);
         let _ = Text::new(header, Point::new(120, 28), big).draw(&mut base);
-        let _ = Text::new("ABD  C5-2  MI 0.9  TIS 0.4  FR 24Hz", Point::new(w as i32 - 420, 28), big)
-            .draw(&mut base);
+        let _ = Text::new("ABD  C5-2  MI 0.9  TIS 0.4  FR 24Hz", Point::new(w as i32 - 420, 28), big).draw(&mut base);
         // Logo: a coloured disc and name.
         let _ = Circle::new(Point::new(16, 6), 32)
             .into_styled(PrimitiveStyle::with_fill(Rgb888::new(40, 140, 220)))

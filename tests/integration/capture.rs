@@ -1,9 +1,9 @@
 //! Format conversion against frames written by ffmpeg, not by our own encoder.
 
+use kidney_screen::capture::CaptureError;
 use kidney_screen::capture::FrameSource;
 use kidney_screen::capture::convert::{LumaRange, PixelFormat};
 use kidney_screen::capture::replay::{MjpegReplay, RawReplay};
-use kidney_screen::capture::CaptureError;
 
 use crate::fixture;
 
@@ -22,20 +22,24 @@ fn read(rel: &str) -> Vec<u8> {
 
 #[test]
 fn yuyv_luma_equals_ffmpeg_y_plane() {
-    let mut src = RawReplay::open(&fixture("frames/yuyv_320x180.yuv"), PixelFormat::Yuyv, LumaRange::Full, W, H, false).unwrap();
+    let mut src =
+        RawReplay::open(&fixture("frames/yuyv_320x180.yuv"), PixelFormat::Yuyv, LumaRange::Full, W, H, false).unwrap();
     assert_eq!(first_frame(&mut src), read("frames/y_yuyv_320x180.gray"));
     assert!(src.next_frame().unwrap().is_none(), "one frame in the file");
 }
 
 #[test]
 fn nv12_luma_equals_ffmpeg_y_plane() {
-    let mut src = RawReplay::open(&fixture("frames/nv12_320x180.yuv"), PixelFormat::Nv12, LumaRange::Full, W, H, false).unwrap();
+    let mut src =
+        RawReplay::open(&fixture("frames/nv12_320x180.yuv"), PixelFormat::Nv12, LumaRange::Full, W, H, false).unwrap();
     assert_eq!(first_frame(&mut src), read("frames/y_nv12_320x180.gray"));
 }
 
 #[test]
 fn limited_range_expansion_matches_ffmpeg_swscale() {
-    let mut src = RawReplay::open(&fixture("frames/yuyv_320x180.yuv"), PixelFormat::Yuyv, LumaRange::Limited, W, H, false).unwrap();
+    let mut src =
+        RawReplay::open(&fixture("frames/yuyv_320x180.yuv"), PixelFormat::Yuyv, LumaRange::Limited, W, H, false)
+            .unwrap();
     let ours = first_frame(&mut src);
     let theirs = read("frames/yfull_yuyv_320x180.gray");
     let max = ours.iter().zip(&theirs).map(|(a, b)| a.abs_diff(*b)).max().unwrap();

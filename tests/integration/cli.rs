@@ -54,7 +54,8 @@ fn classify_prints_a_verdict_per_screen() {
     let screens = fixture_screens();
     let out = run(bin().arg("classify").arg("--json").args(screens.iter().map(|s| &s.0)));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), screens.len());
     for (v, (_, esrd)) in lines.iter().zip(&screens) {
         let want = if *esrd { "ESRD_SUSPECTED" } else { "NORMAL" };
@@ -71,7 +72,11 @@ fn check_model_accepts_the_shipped_model() {
 #[test]
 fn missing_capture_device_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "board.toml", "[capture]\nsource = \"v4l2\"\ndevice = \"/dev/video97\"\nwidth = 1280\nheight = 720\n");
+    let cfg = write(
+        dir.path(),
+        "board.toml",
+        "[capture]\nsource = \"v4l2\"\ndevice = \"/dev/video97\"\nwidth = 1280\nheight = 720\n",
+    );
     let out = run(bin().arg("run").arg("--config").arg(&cfg));
     assert_clear_error(&out, &["/dev/video97"]);
 }
@@ -118,7 +123,11 @@ fn malformed_config_names_the_file_and_key() {
         ("syntax.toml", "[capture\nsource = 1\n", vec!["syntax.toml"]),
         ("unknown.toml", "[capture]\nsource = \"simulated\"\nfps = 30\n", vec!["unknown.toml", "fps"]),
         ("range.toml", "[capture]\nsource = \"simulated\"\n[decision]\nk = 9\nn = 6\n", vec!["range.toml", "k"]),
-        ("pins.toml", "[capture]\nsource = \"simulated\"\n[indicator.gpio]\ngreen = 17\namber = 40\nred = 22\n", vec!["pins.toml", "amber"]),
+        (
+            "pins.toml",
+            "[capture]\nsource = \"simulated\"\n[indicator.gpio]\ngreen = 17\namber = 40\nred = 22\n",
+            vec!["pins.toml", "amber"],
+        ),
     ];
     for (name, text, needles) in cases {
         let cfg = write(dir.path(), name, text);

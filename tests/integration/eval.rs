@@ -48,9 +48,20 @@ fn metrics_agree_with_scikit_learn_and_mlstatkit() {
         let y: Vec<bool> = c.labels.iter().map(|&l| l == 1).collect();
         let a = auc(&y, &c.scores_a).unwrap();
         let b = auc(&y, &c.scores_b).unwrap();
-        assert!((a.auc - c.sklearn_auc_a).abs() < AUC_TOLERANCE, "{}: AUC {} vs sklearn {}", c.name, a.auc, c.sklearn_auc_a);
+        assert!(
+            (a.auc - c.sklearn_auc_a).abs() < AUC_TOLERANCE,
+            "{}: AUC {} vs sklearn {}",
+            c.name,
+            a.auc,
+            c.sklearn_auc_a
+        );
         assert!((b.auc - c.sklearn_auc_b).abs() < AUC_TOLERANCE, "{}: reader AUC", c.name);
-        for (ours, theirs) in [(a.ci_low, c.mlstatkit_ci_a[0]), (a.ci_high, c.mlstatkit_ci_a[1]), (b.ci_low, c.mlstatkit_ci_b[0]), (b.ci_high, c.mlstatkit_ci_b[1])] {
+        for (ours, theirs) in [
+            (a.ci_low, c.mlstatkit_ci_a[0]),
+            (a.ci_high, c.mlstatkit_ci_a[1]),
+            (b.ci_low, c.mlstatkit_ci_b[0]),
+            (b.ci_high, c.mlstatkit_ci_b[1]),
+        ] {
             assert!((ours - theirs).abs() < Z_P_TOLERANCE, "{}: CI bound {ours} vs MLstatkit {theirs}", c.name);
         }
         let d = delong_test(&y, &c.scores_a, &c.scores_b).unwrap();
@@ -98,7 +109,8 @@ fn shipped_model_reaches_auc_099_on_fresh_phantoms() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let auc = report["model"]["auc"]["auc"].as_f64().unwrap();
     assert_eq!(report["n"].as_u64(), Some(200));
     assert!(auc >= 0.99, "held-out AUC {auc}");

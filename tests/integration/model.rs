@@ -41,11 +41,7 @@ fn golden_file(name: &str, suffix: &str) -> std::path::PathBuf {
 }
 
 fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    std::fs::read(path).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 fn preprocessor(dir: &Path) -> Preprocessor {
@@ -86,7 +82,9 @@ fn live_path_on_the_source_screen_reproduces_the_training_roi() {
         let (_, screen) = render_case_screen(seed.parse().unwrap(), condition, ScreenLayout::Hd720);
         let mut luma = LumaFrame::default();
         screen.to_luma(&mut luma);
-        let ScreenState::Image(area) = ScreenLocator::new(None).locate(&luma) else { panic!("{}: no image", case.name) };
+        let ScreenState::Image(area) = ScreenLocator::new(None).locate(&luma) else {
+            panic!("{}: no image", case.name)
+        };
         let roi = selector.select(area, luma.width(), luma.height()).unwrap();
         pre.resize_roi(&luma, roi).unwrap();
         let golden = LumaFrame::load(&golden_file(&case.name, "roi.png")).unwrap();

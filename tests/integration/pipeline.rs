@@ -57,7 +57,9 @@ fn steady_scan_shows_a_verdict_after_k_frames_and_audits_it() {
     let mut source = ImageReplay::open(&frames, false).unwrap();
     let mut pipeline = kidney_screen::setup::build_pipeline(&cfg, source.describe(), None).unwrap();
     let mut shown = Vec::new();
-    let counters = run_loop(&mut source, &mut pipeline, &AtomicBool::new(false), None, |o, _| shown.push(o.shown.verdict)).unwrap();
+    let counters =
+        run_loop(&mut source, &mut pipeline, &AtomicBool::new(false), None, |o, _| shown.push(o.shown.verdict))
+            .unwrap();
     pipeline.shutdown();
     assert_eq!(counters.frames, 8);
     assert_eq!(counters.classified, 8);

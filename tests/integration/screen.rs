@@ -24,11 +24,18 @@ fn finds_the_image_area_and_ignores_the_chrome() {
         // The found area must lie inside the layout's image rectangle (never the text, ruler or
         // logo around it) and cover most of it (sector scans leave black corners).
         assert!(
-            found.x >= IMAGE_720P.x && found.y >= IMAGE_720P.y && found.right() <= IMAGE_720P.right() && found.bottom() <= IMAGE_720P.bottom() + 2,
+            found.x >= IMAGE_720P.x
+                && found.y >= IMAGE_720P.y
+                && found.right() <= IMAGE_720P.right()
+                && found.bottom() <= IMAGE_720P.bottom() + 2,
             "{}: {found} leaves the image area {IMAGE_720P}",
             path.display()
         );
-        assert!(found.area() * 10 >= IMAGE_720P.area() * 8, "{}: {found} covers too little of {IMAGE_720P}", path.display());
+        assert!(
+            found.area() * 10 >= IMAGE_720P.area() * 8,
+            "{}: {found} covers too little of {IMAGE_720P}",
+            path.display()
+        );
     }
 }
 
