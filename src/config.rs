@@ -22,13 +22,39 @@ pub enum SourceConfig {
     Mjpeg { path: PathBuf, looping: bool },
 }
 
+/// The three LEDs (`[indicator.gpio]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpioLeds {
-    pub green: u8,
-    pub amber: u8,
-    pub red: u8,
+    pub backend: GpioBackend,
+    /// BCM GPIO numbers (rppal), or line offsets on `chip` (cdev).
+    pub green: u16,
+    pub amber: u16,
+    pub red: u16,
     pub active_low: bool,
 }
+
+/// What drives the LED lines (`[indicator.gpio] backend`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum GpioBackend {
+    /// rppal: Raspberry Pi only (Pi 1..5); pins are BCM numbers 0..27. The default.
+    Rppal,
+    /// The Linux GPIO character device, any board: lines are offsets 0..511 on `chip`.
+    Cdev { chip: PathBuf },
+}
+
+impl GpioLeds {
+    /// The lines with their keys, for messages and clash checks.
+    pub fn named_lines(&self) -> [(&'static str, u16); 3] {
+        [
+            ("[indicator.gpio] green", self.green),
+            ("[indicator.gpio] amber", self.amber),
+            ("[indicator.gpio] red", self.red),
+        ]
+    }
+}
+
+/// Highest line offset accepted for backend = "cdev" (a chip has at most a few hundred lines).
+pub const MAX_CDEV_LINE: u16 = 511;
 
 /// The optional status display (`[display]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -189,11 +215,66 @@ struct RawIndicator {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGpio {
-    green: u8,
-    amber: u8,
-    red: u8,
+    backend: Option<String>,
+    chip: Option<PathBuf>,
+    // Wide, so that an out-of-range number is reported with its key.
+    green: i64,
+    amber: i64,
+    red: i64,
     #[serde(default)]
     active_low: bool,
+}
+
+impl RawGpio {
+    fn validate(self) -> Result<GpioLeds> {
+        let lines = [("green", self.green), ("amber", self.amber), ("red", self.red)];
+        let backend = match self.backend.as_deref().unwrap_or("rppal") {
+            "rppal" => {
+                ensure!(
+                    self.chip.is_none(),
+                    "[indicator.gpio] `chip` does not apply to backend = \"rppal\" (BCM numbers): use backend = \"cdev\""
+                );
+                for (name, pin) in lines {
+                    ensure!(
+                        (0..=i64::from(MAX_BCM_PIN)).contains(&pin),
+                        "[indicator.gpio] {name} = {pin} is not a header GPIO (0..{MAX_BCM_PIN})"
+                    );
+                }
+                GpioBackend::Rppal
+            }
+            "cdev" => {
+                let chip = self.chip.context(
+                    "[indicator.gpio] backend = \"cdev\" needs `chip`, e.g. \"/dev/gpiochip0\" (`gpiodetect` lists them)",
+                )?;
+                ensure!(
+                    chip.is_absolute(),
+                    "[indicator.gpio] chip = {:?} must be an absolute path such as /dev/gpiochip0",
+                    chip.display().to_string()
+                );
+                for (name, line) in lines {
+                    ensure!(
+                        (0..=i64::from(MAX_CDEV_LINE)).contains(&line),
+                        "[indicator.gpio] {name} = {line} is not a line offset (0..{MAX_CDEV_LINE})"
+                    );
+                }
+                GpioBackend::Cdev { chip }
+            }
+            other => bail!("[indicator.gpio] backend = {other:?} is unknown (rppal, cdev)"),
+        };
+        ensure!(
+            self.green != self.amber && self.amber != self.red && self.green != self.red,
+            "[indicator.gpio] green, amber and red must be different pins"
+        );
+        // In range (checked above).
+        let line = |v: i64| v as u16;
+        Ok(GpioLeds {
+            backend,
+            green: line(self.green),
+            amber: line(self.amber),
+            red: line(self.red),
+            active_low: self.active_low,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -291,11 +372,10 @@ impl RawDisplay {
                 let pins = [("dc_pin", Some(dc_pin)), ("rst_pin", self.rst_pin), ("backlight_pin", self.backlight_pin)];
                 let mut taken: Vec<(&str, u8)> = Vec::new();
                 if let Some(g) = leds {
-                    taken.extend([
-                        ("[indicator.gpio] green", g.green),
-                        ("[indicator.gpio] amber", g.amber),
-                        ("[indicator.gpio] red", g.red),
-                    ]);
+                    // BCM numbers with rppal; with cdev on a Pi's header chip the offsets are too.
+                    taken.extend(
+                        g.named_lines().into_iter().filter_map(|(key, line)| Some((key, u8::try_from(line).ok()?))),
+                    );
                 }
                 if spi_bus == 0 {
                     // SPI0's own lines: MISO, MOSI, SCLK and the chip select in use.
@@ -469,16 +549,7 @@ impl RawConfig {
         };
         let gpio = match self.indicator.gpio {
             None => None,
-            Some(g) => {
-                for (name, pin) in [("green", g.green), ("amber", g.amber), ("red", g.red)] {
-                    ensure!(pin <= MAX_BCM_PIN, "[indicator.gpio] {name} = {pin} is not a header GPIO (0..27)");
-                }
-                ensure!(
-                    g.green != g.amber && g.amber != g.red && g.green != g.red,
-                    "[indicator.gpio] green, amber and red must be different pins"
-                );
-                Some(GpioLeds { green: g.green, amber: g.amber, red: g.red, active_low: g.active_low })
-            }
+            Some(g) => Some(g.validate()?),
         };
         let display = match self.display {
             None => None,
@@ -542,6 +613,51 @@ mod tests {
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn gpio_backends() {
+        let rppal = Config::parse(&format!("{MINIMAL}[indicator.gpio]\ngreen = 17\namber = 27\nred = 22\n")).unwrap();
+        let g = rppal.gpio.unwrap();
+        assert_eq!((g.backend, g.green, g.amber, g.red, g.active_low), (GpioBackend::Rppal, 17, 27, 22, false));
+        let cdev = Config::parse(&format!(
+            "{MINIMAL}[indicator.gpio]\nbackend = \"cdev\"\nchip = \"/dev/gpiochip1\"\ngreen = 300\namber = 11\nred = 12\nactive_low = true\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cdev.gpio.unwrap(),
+            GpioLeds {
+                backend: GpioBackend::Cdev { chip: PathBuf::from("/dev/gpiochip1") },
+                green: 300,
+                amber: 11,
+                red: 12,
+                active_low: true,
+            }
+        );
+        let gpio = "[indicator.gpio]\ngreen = 17\namber = 27\nred = 22\n";
+        let cases = [
+            (format!("{gpio}backend = \"sysfs\"\n"), "backend = \"sysfs\" is unknown"),
+            (format!("{gpio}chip = \"/dev/gpiochip0\"\n"), "`chip` does not apply to backend = \"rppal\""),
+            (format!("{gpio}backend = \"cdev\"\n"), "needs `chip`"),
+            (format!("{gpio}backend = \"cdev\"\nchip = \"gpiochip0\"\n"), "absolute path"),
+            (
+                "[indicator.gpio]\nbackend = \"cdev\"\nchip = \"/dev/gpiochip0\"\ngreen = 512\namber = 1\nred = 2\n"
+                    .into(),
+                "green = 512",
+            ),
+            (
+                "[indicator.gpio]\nbackend = \"cdev\"\nchip = \"/dev/gpiochip0\"\ngreen = 5\namber = 1\nred = 5\n"
+                    .into(),
+                "different pins",
+            ),
+            ("[indicator.gpio]\ngreen = 17\namber = 28\nred = 22\n".into(), "amber = 28 is not a header GPIO"),
+            ("[indicator.gpio]\ngreen = 17\namber = 27\nred = 70000\n".into(), "red = 70000"),
+            ("[indicator.gpio]\ngreen = -1\namber = 27\nred = 22\n".into(), "green = -1"),
+        ];
+        for (section, needle) in cases {
+            let err = format!("{:#}", Config::parse(&format!("{MINIMAL}{section}")).unwrap_err());
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
     }

@@ -30,3 +30,4 @@ pub mod roi;
 pub mod screen;
 pub mod setup;
 pub mod simulator;
+pub mod watchdog;

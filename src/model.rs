@@ -240,3 +240,16 @@ fn check_declared_input(model: &InferenceModel, expected: [usize; 4]) -> Result<
     }
     Ok(())
 }
+
+/// Sets how many threads tract's matrix multiplications use (the board profile's
+/// `[model] threads`). One thread runs on the caller's thread; more use a shared pool.
+pub fn use_threads(threads: usize) -> Result<()> {
+    ensure!((1..=16).contains(&threads), "threads = {threads} must be within 1..16");
+    let executor = if threads == 1 {
+        tract_linalg::multithread::Executor::SingleThread
+    } else {
+        tract_linalg::multithread::Executor::multithread(threads)
+    };
+    tract_linalg::multithread::set_default_executor(executor);
+    Ok(())
+}

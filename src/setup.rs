@@ -100,11 +100,11 @@ pub fn open_indicators(
     }
     #[cfg(target_os = "linux")]
     if let Some(g) = &config.gpio {
-        all.push(Box::new(crate::indicator::led::rpi::open_leds(g.green, g.amber, g.red, g.active_low)?));
+        all.push(open_gpio_leds(g)?);
     }
     #[cfg(not(target_os = "linux"))]
     if config.gpio.is_some() {
-        anyhow::bail!("[indicator.gpio] needs a Raspberry Pi running Linux");
+        anyhow::bail!("[indicator.gpio] needs Linux (rppal on a Raspberry Pi, or a GPIO character device)");
     }
     if let Some(display) = &config.display {
         match crate::display::open(display, *op) {
@@ -118,8 +118,30 @@ pub fn open_indicators(
     Ok(Box::new(Fanout(all)))
 }
 
+/// The three LEDs through the configured backend (with the lamp test).
+#[cfg(target_os = "linux")]
+fn open_gpio_leds(g: &crate::config::GpioLeds) -> Result<Box<dyn Indicator>> {
+    use crate::config::GpioBackend;
+    Ok(match &g.backend {
+        GpioBackend::Rppal => {
+            // Validated as BCM numbers 0..27.
+            let bcm = |(key, line): (&str, u16)| u8::try_from(line).with_context(|| format!("{key} = {line}"));
+            let [green, amber, red] = g.named_lines().map(bcm);
+            Box::new(crate::indicator::led::rpi::open_leds(green?, amber?, red?, g.active_low)?)
+        }
+        GpioBackend::Cdev { chip } => Box::new(crate::indicator::gpiocdev::open_leds(
+            chip,
+            u32::from(g.green),
+            u32::from(g.amber),
+            u32::from(g.red),
+            g.active_low,
+        )?),
+    })
+}
+
 /// Everything but the source: model, stages, indicators, audit.
 pub fn build_pipeline(config: &Config, source_name: String, extra: Option<Box<dyn Indicator>>) -> Result<Pipeline> {
+    crate::model::use_threads(config.threads)?;
     let model = load_model(&config.model_dir)?;
     let op = config.operating_point.unwrap_or(model.manifest().decision);
     let audit = match &config.audit_dir {

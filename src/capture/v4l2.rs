@@ -1,14 +1,43 @@
-//! V4L2 capture (USB HDMI/composite dongles) through the `v4l` crate: format negotiation,
-//! mmap streaming with a dequeue timeout, buffer flag checks, unplug and reopen with backoff.
+//! V4L2 capture (USB HDMI/composite dongles, HDMI receivers with DV timings).
+//!
+//! Streaming is done on raw ioctls (the `v4l` crate supplies the kernel structs and most ioctl
+//! numbers, and `probe`): its mmap `Stream` panics in `drop` when STREAMOFF fails, re-queues a
+//! buffer before the next dequeue can fail, and cannot wait for V4L2 events.
+//!
+//! What the source handles, and what it reports (tested against the kernel's `vivid` driver,
+//! docs/vivid.md):
+//! - no signal / no lock / out of range on an HDMI input: a receiver often keeps delivering
+//!   full-rate noise frames. A SOURCE_CHANGE event, VIDIOC_QUERY_DV_TIMINGS failing with ENOLINK /
+//!   ENOLCK / ERANGE, or the input status (NO_POWER, NO_SIGNAL, NO_H_LOCK, ...) tell: such frames
+//!   are dropped and `NoSignal` returned until the input locks again. The status is polled too
+//!   (every second, every 250 ms while lost), for drivers without events.
+//! - resolution change (new DV timings, announced by SOURCE_CHANGE): the stream is stopped, the
+//!   new timings set and the format renegotiated; frames come at the new size.
+//! - no frame within the timeout (stalled device, 100% dropped buffers): `Timeout`.
+//! - buffers flagged ERROR by the driver: re-queued, counted, `BadFrame`.
+//! - fatal streaming error (poll reports POLLERR, DQBUF/QBUF fail with EIO): the stream is
+//!   restarted in place (STREAMOFF, queue all, STREAMON); if that fails, the device is reopened.
+//! - unplug (ENODEV, POLLHUP): `Disconnected`; the device is reopened with exponential backoff
+//!   (250 ms .. 5 s), without blocking the caller for longer than the frame timeout.
+//!
+//! The per-frame path (poll, DQBUF, convert, QBUF) does not allocate.
 
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use v4l::buffer::{Flags, Type};
-use v4l::io::mmap::Stream;
-use v4l::io::traits::{CaptureStream, Stream as _};
-use v4l::video::Capture;
+use v4l::v4l_sys::{
+    V4L2_BUF_FLAG_ERROR, V4L2_CAP_DEVICE_CAPS, V4L2_CAP_STREAMING, V4L2_CAP_VIDEO_CAPTURE, V4L2_EVENT_SOURCE_CHANGE,
+    V4L2_EVENT_SRC_CH_RESOLUTION, V4L2_IN_CAP_DV_TIMINGS, V4L2_IN_ST_NO_CARRIER, V4L2_IN_ST_NO_H_LOCK,
+    V4L2_IN_ST_NO_POWER, V4L2_IN_ST_NO_SIGNAL, V4L2_IN_ST_NO_STD_LOCK, V4L2_IN_ST_NO_SYNC, V4L2_IN_ST_NO_V_LOCK,
+    v4l2_buffer, v4l2_capability, v4l2_dv_timings, v4l2_event, v4l2_event_subscription, v4l2_fmtdesc, v4l2_format,
+    v4l2_input, v4l2_requestbuffers,
+};
+use v4l::v4l2::vidioc;
 use v4l::{Device, FourCC};
 
 use super::convert::{self, LumaRange, PixelFormat};
@@ -16,8 +45,48 @@ use super::{CaptureError, FrameInfo, FrameSource};
 use crate::frame::LumaFrame;
 
 const BUFFERS: u32 = 4;
-const ENODEV: i32 = 19;
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the input status is read while the signal is good / lost.
+const CHECK_LOCKED: Duration = Duration::from_secs(1);
+const CHECK_LOST: Duration = Duration::from_millis(250);
+/// Stream restarts without a good frame in between before the device is reopened instead.
+const MAX_RESTARTS: u32 = 3;
+/// Frames the driver skipped (sequence gaps) are logged at most this often.
+const GAP_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+const BUF_TYPE_VIDEO_CAPTURE: u32 = 1;
+const MEMORY_MMAP: u32 = 1;
+/// The input status bits that mean "no usable picture".
+const NO_PICTURE: u32 = V4L2_IN_ST_NO_POWER
+    | V4L2_IN_ST_NO_SIGNAL
+    | V4L2_IN_ST_NO_H_LOCK
+    | V4L2_IN_ST_NO_V_LOCK
+    | V4L2_IN_ST_NO_STD_LOCK
+    | V4L2_IN_ST_NO_SYNC
+    | V4L2_IN_ST_NO_CARRIER;
+
+/// ioctl numbers `v4l` 0.14 does not define (linux/videodev2.h; the generic _IOC encoding that
+/// x86 and ARM share).
+mod ioc {
+    use std::mem::size_of;
+
+    use v4l::v4l_sys::{v4l2_dv_timings, v4l2_event, v4l2_event_subscription};
+    use v4l::v4l2::vidioc::_IOC_TYPE;
+
+    const WRITE: u32 = 1;
+    const READ: u32 = 2;
+
+    const fn ioc(dir: u32, nr: u32, size: usize) -> _IOC_TYPE {
+        ((dir as _IOC_TYPE) << 30) | ((size as _IOC_TYPE) << 16) | ((b'V' as _IOC_TYPE) << 8) | nr as _IOC_TYPE
+    }
+
+    pub const S_DV_TIMINGS: _IOC_TYPE = ioc(READ | WRITE, 87, size_of::<v4l2_dv_timings>());
+    pub const G_DV_TIMINGS: _IOC_TYPE = ioc(READ | WRITE, 88, size_of::<v4l2_dv_timings>());
+    pub const DQEVENT: _IOC_TYPE = ioc(READ, 89, size_of::<v4l2_event>());
+    pub const SUBSCRIBE_EVENT: _IOC_TYPE = ioc(WRITE, 90, size_of::<v4l2_event_subscription>());
+    pub const QUERY_DV_TIMINGS: _IOC_TYPE = ioc(READ, 99, size_of::<v4l2_dv_timings>());
+}
 
 pub struct V4l2Settings {
     pub device: PathBuf,
@@ -29,17 +98,454 @@ pub struct V4l2Settings {
     pub luma_range: LumaRange,
 }
 
+/// An all-zero kernel struct.
+fn zeroed<T: Copy>() -> T {
+    // SAFETY: only used for the plain-data videodev2 structs above (integers, arrays, unions of
+    // them, nullable pointers), for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// One ioctl on `fd` with `arg` as its argument, retried on EINTR.
+fn xioctl<T>(fd: RawFd, request: vidioc::_IOC_TYPE, arg: &mut T) -> io::Result<()> {
+    loop {
+        // SAFETY: `arg` is the argument type `request` encodes (sizes checked in the tests) and
+        // lives for the whole call.
+        match unsafe { v4l::v4l2::ioctl(fd, request, (arg as *mut T).cast()) } {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+fn stream_on_off(fd: RawFd, on: bool) -> io::Result<()> {
+    let mut typ = BUF_TYPE_VIDEO_CAPTURE as i32;
+    xioctl(fd, if on { vidioc::VIDIOC_STREAMON } else { vidioc::VIDIOC_STREAMOFF }, &mut typ)
+}
+
+fn queue(fd: RawFd, index: u32) -> io::Result<()> {
+    let mut buf: v4l2_buffer = zeroed();
+    buf.index = index;
+    buf.type_ = BUF_TYPE_VIDEO_CAPTURE;
+    buf.memory = MEMORY_MMAP;
+    xioctl(fd, vidioc::VIDIOC_QBUF, &mut buf)
+}
+
+fn request_buffers(fd: RawFd, count: u32) -> io::Result<u32> {
+    let mut req: v4l2_requestbuffers = zeroed();
+    req.count = count;
+    req.type_ = BUF_TYPE_VIDEO_CAPTURE;
+    req.memory = MEMORY_MMAP;
+    xioctl(fd, vidioc::VIDIOC_REQBUFS, &mut req)?;
+    Ok(req.count)
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+/// The parts of a DV timing that make it a different video mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timings {
+    width: u32,
+    height: u32,
+    interlaced: bool,
+    pixelclock: u64,
+    total_width: u32,
+    total_height: u32,
+}
+
+impl Timings {
+    fn from_raw(t: &v4l2_dv_timings) -> Self {
+        // SAFETY: type 0 (V4L2_DV_BT_656_1120) is the only kind of DV timings; `bt` is the
+        // union's only member besides padding. Fields of the packed struct are copied out.
+        let bt = unsafe { t.__bindgen_anon_1.bt };
+        let (w, h, hfp, hs, hbp, vfp, vs, vbp) =
+            (bt.width, bt.height, bt.hfrontporch, bt.hsync, bt.hbackporch, bt.vfrontporch, bt.vsync, bt.vbackporch);
+        Self {
+            width: w,
+            height: h,
+            interlaced: bt.interlaced != 0,
+            pixelclock: bt.pixelclock,
+            total_width: w + hfp + hs + hbp,
+            total_height: h + vfp + vs + vbp,
+        }
+    }
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total = u64::from(self.total_width) * u64::from(self.total_height);
+        let fps = if total == 0 { 0.0 } else { self.pixelclock as f64 / total as f64 };
+        write!(f, "{}x{}{}{:.2}", self.width, self.height, if self.interlaced { "i" } else { "p" }, fps)
+    }
+}
+
+/// What the input says about its signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// Locked; for a DV input, at these timings.
+    Locked(Option<Timings>),
+    /// No usable picture, and why.
+    Lost(&'static str),
+}
+
+/// A mapped capture buffer.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned (unmapped in drop) and only read through `&self`.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from a successful mmap and are unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// An open, streaming device.
 struct Open {
-    stream: Stream<'static>,
+    maps: Vec<Mapping>,
+    fd: OwnedFd,
     format: PixelFormat,
     width: u32,
     height: u32,
     stride: u32,
-    /// After a dequeue timeout the stream's current buffer is already queued again; the next
-    /// call must dequeue before `next()` may re-queue it (re-queueing a buffer the kernel owns
-    /// fails with EINVAL).
-    after_timeout: bool,
-    _device: Device,
+    /// The current input takes DV timings (HDMI/DVI receiver), and its current timings.
+    dv: Option<Timings>,
+    /// Subscribed to source-change events.
+    events: bool,
+    input: u32,
+    streaming: bool,
+    /// A buffer could not be queued again: restart the stream before the next dequeue.
+    restart: bool,
+}
+
+impl Open {
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Stops streaming, queues every buffer again and restarts.
+    fn restart_stream(&mut self) -> io::Result<()> {
+        let fd = self.raw();
+        self.streaming = false;
+        stream_on_off(fd, false)?;
+        for index in 0..self.maps.len() as u32 {
+            queue(fd, index)?;
+        }
+        stream_on_off(fd, true)?;
+        self.streaming = true;
+        self.restart = false;
+        Ok(())
+    }
+
+    /// Reads the input's signal state: DV timings query first (HDMI), then the input status.
+    fn signal(&self) -> io::Result<Signal> {
+        let fd = self.raw();
+        let mut locked = None;
+        if self.dv.is_some() {
+            let mut t: v4l2_dv_timings = zeroed();
+            match xioctl(fd, ioc::QUERY_DV_TIMINGS, &mut t) {
+                Ok(()) => locked = Some(Timings::from_raw(&t)),
+                Err(e) => match errno(&e) {
+                    libc::ENOLINK => return Ok(Signal::Lost("no signal (no link)")),
+                    libc::ENOLCK => return Ok(Signal::Lost("no lock")),
+                    libc::ERANGE => return Ok(Signal::Lost("signal out of range")),
+                    libc::ENODEV => return Err(e),
+                    _ => {}
+                },
+            }
+        }
+        let mut inp: v4l2_input = zeroed();
+        inp.index = self.input;
+        match xioctl(fd, vidioc::VIDIOC_ENUMINPUT, &mut inp) {
+            Ok(()) => {
+                let status = inp.status & NO_PICTURE;
+                if status & (V4L2_IN_ST_NO_POWER | V4L2_IN_ST_NO_SIGNAL | V4L2_IN_ST_NO_CARRIER) != 0 {
+                    return Ok(Signal::Lost("no signal"));
+                }
+                if status != 0 {
+                    return Ok(Signal::Lost("no lock"));
+                }
+            }
+            Err(e) if errno(&e) == libc::ENODEV => return Err(e),
+            Err(_) => {}
+        }
+        Ok(Signal::Locked(locked))
+    }
+
+    /// Drains pending events; true if one says the source changed.
+    fn take_events(&mut self) -> io::Result<bool> {
+        let mut changed = false;
+        let mut ev: v4l2_event = zeroed();
+        loop {
+            match xioctl(self.raw(), ioc::DQEVENT, &mut ev) {
+                Ok(()) => {
+                    if ev.type_ == V4L2_EVENT_SOURCE_CHANGE {
+                        // SAFETY: the kernel filled the union member matching `type_`.
+                        let changes = unsafe { ev.u.src_change.changes };
+                        changed |= changes & V4L2_EVENT_SRC_CH_RESOLUTION != 0;
+                    }
+                    if ev.pending == 0 {
+                        return Ok(changed);
+                    }
+                }
+                // ENOENT: no event pending.
+                Err(e) if errno(&e) == libc::ENOENT => return Ok(changed),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let fd = self.raw();
+        if self.streaming {
+            if let Err(e) = stream_on_off(fd, false) {
+                // Closing the file releases the queue anyway; nothing to panic about.
+                log::debug!("STREAMOFF on close failed: {e}");
+            }
+        }
+        self.maps.clear();
+        let _ = request_buffers(fd, 0);
+        // `fd` closes when the field drops.
+    }
+}
+
+/// What waiting for a frame gave.
+enum Wait {
+    /// A dequeued buffer: index, bytes used, flags, driver sequence.
+    Frame {
+        index: u32,
+        used: u32,
+        flags: u32,
+        sequence: u32,
+    },
+    /// The source changed (event); check the signal before going on.
+    SourceChange,
+    Timeout,
+    /// The stream failed (EIO and the like): restart it.
+    StreamError(io::Error),
+    /// The device went away.
+    Gone(String),
+}
+
+fn wait_frame(open: &mut Open, deadline: Instant) -> Wait {
+    let fd = open.raw();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Wait::Timeout;
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN | libc::POLLPRI, revents: 0 };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Wait::StreamError(e);
+        }
+        if n == 0 {
+            return Wait::Timeout;
+        }
+        if pfd.revents & (libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return Wait::Gone("device hung up".into());
+        }
+        if pfd.revents & libc::POLLPRI != 0 && open.events {
+            match open.take_events() {
+                Ok(true) => return Wait::SourceChange,
+                Ok(false) => {}
+                Err(e) if errno(&e) == libc::ENODEV => return Wait::Gone(e.to_string()),
+                Err(e) => log::debug!("DQEVENT failed: {e}"),
+            }
+        }
+        if pfd.revents & (libc::POLLIN | libc::POLLERR) == 0 {
+            continue;
+        }
+        let mut buf: v4l2_buffer = zeroed();
+        buf.type_ = BUF_TYPE_VIDEO_CAPTURE;
+        buf.memory = MEMORY_MMAP;
+        return match xioctl(fd, vidioc::VIDIOC_DQBUF, &mut buf) {
+            Ok(()) if (buf.index as usize) < open.maps.len() => {
+                Wait::Frame { index: buf.index, used: buf.bytesused, flags: buf.flags, sequence: buf.sequence }
+            }
+            Ok(()) => Wait::StreamError(io::Error::other(format!("driver returned buffer index {}", buf.index))),
+            Err(e) if errno(&e) == libc::EAGAIN => continue,
+            Err(e) if errno(&e) == libc::ENODEV => Wait::Gone(e.to_string()),
+            Err(e) => Wait::StreamError(e),
+        };
+    }
+}
+
+fn open_device(s: &V4l2Settings) -> Result<Open> {
+    let dev = s.device.display();
+    let path = CString::new(s.device.as_os_str().as_bytes()).context("device path contains a NUL byte")?;
+    // SAFETY: a valid C string; the returned descriptor is owned below.
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error()).with_context(|| format!("cannot open capture device {dev}"));
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let f = fd.as_raw_fd();
+
+    let mut caps: v4l2_capability = zeroed();
+    xioctl(f, vidioc::VIDIOC_QUERYCAP, &mut caps).with_context(|| format!("{dev} is not a V4L2 device"))?;
+    let device_caps = if caps.capabilities & V4L2_CAP_DEVICE_CAPS != 0 { caps.device_caps } else { caps.capabilities };
+    let card = String::from_utf8_lossy(caps.card.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
+    if device_caps & V4L2_CAP_VIDEO_CAPTURE == 0 {
+        bail!("{dev} ({card}) cannot capture video (single-planar)");
+    }
+    if device_caps & V4L2_CAP_STREAMING == 0 {
+        bail!("{dev} ({card}) cannot stream");
+    }
+
+    // The current input, and whether it takes DV timings (HDMI): then lock to what it receives.
+    let mut input = 0i32;
+    let mut dv = None;
+    if xioctl(f, vidioc::VIDIOC_G_INPUT, &mut input).is_ok() {
+        let mut inp: v4l2_input = zeroed();
+        inp.index = input as u32;
+        if xioctl(f, vidioc::VIDIOC_ENUMINPUT, &mut inp).is_ok() && inp.capabilities & V4L2_IN_CAP_DV_TIMINGS != 0 {
+            let mut current: v4l2_dv_timings = zeroed();
+            xioctl(f, ioc::G_DV_TIMINGS, &mut current).with_context(|| format!("{dev}: cannot read DV timings"))?;
+            let mut detected: v4l2_dv_timings = zeroed();
+            match xioctl(f, ioc::QUERY_DV_TIMINGS, &mut detected) {
+                Ok(()) if Timings::from_raw(&detected) != Timings::from_raw(&current) => {
+                    xioctl(f, ioc::S_DV_TIMINGS, &mut detected).with_context(|| {
+                        format!("{dev}: cannot set the detected DV timings {}", Timings::from_raw(&detected))
+                    })?;
+                    log::info!(
+                        "{dev}: input timings {} -> {}",
+                        Timings::from_raw(&current),
+                        Timings::from_raw(&detected)
+                    );
+                    current = detected;
+                }
+                Ok(()) => {}
+                // No signal now: keep the current timings; `Signal` reports it.
+                Err(e) => log::debug!("{dev}: QUERY_DV_TIMINGS: {e}"),
+            }
+            dv = Some(Timings::from_raw(&current));
+        }
+    }
+
+    let mut offered = Vec::new();
+    for index in 0.. {
+        let mut desc: v4l2_fmtdesc = zeroed();
+        desc.index = index;
+        desc.type_ = BUF_TYPE_VIDEO_CAPTURE;
+        if xioctl(f, vidioc::VIDIOC_ENUM_FMT, &mut desc).is_err() {
+            break;
+        }
+        offered.push(desc.pixelformat);
+    }
+    let code = |p: PixelFormat| u32::from_le_bytes(p.fourcc());
+    let Some(format) = s.formats.iter().copied().find(|&p| offered.contains(&code(p))) else {
+        let names: Vec<String> = offered.iter().map(|&c| FourCC::from(c).to_string()).collect();
+        bail!("{dev} offers {} but none of the configured formats {:?}", names.join(", "), s.formats);
+    };
+
+    let mut fmt: v4l2_format = zeroed();
+    fmt.type_ = BUF_TYPE_VIDEO_CAPTURE;
+    xioctl(f, vidioc::VIDIOC_G_FMT, &mut fmt).with_context(|| format!("{dev}: cannot read the format"))?;
+    // SAFETY: `pix` is the union member for VIDEO_CAPTURE.
+    let pix = unsafe { &mut fmt.fmt.pix };
+    pix.width = s.width;
+    pix.height = s.height;
+    pix.pixelformat = code(format);
+    pix.field = 0; // V4L2_FIELD_ANY
+    // Let the driver compute the stride for the new size (an old stride is kept otherwise).
+    pix.bytesperline = 0;
+    pix.sizeimage = 0;
+    xioctl(f, vidioc::VIDIOC_S_FMT, &mut fmt).with_context(|| format!("{dev}: cannot set format"))?;
+    // SAFETY: as above.
+    let pix = unsafe { fmt.fmt.pix };
+    if pix.pixelformat != code(format) {
+        bail!("{dev}: asked for {format:?}, the driver chose {}", FourCC::from(pix.pixelformat));
+    }
+    if (pix.width, pix.height) != (s.width, s.height) {
+        log::warn!("{dev}: asked for {}x{}, the device gives {}x{}", s.width, s.height, pix.width, pix.height);
+    }
+
+    // Events before streaming, so no change goes unnoticed. Not every driver has them.
+    let mut sub: v4l2_event_subscription = zeroed();
+    sub.type_ = V4L2_EVENT_SOURCE_CHANGE;
+    sub.id = input as u32;
+    let events = match xioctl(f, ioc::SUBSCRIBE_EVENT, &mut sub) {
+        Ok(()) => true,
+        Err(e) => {
+            log::debug!("{dev}: no source-change events ({e})");
+            false
+        }
+    };
+
+    let count = request_buffers(f, BUFFERS).with_context(|| format!("{dev}: cannot allocate capture buffers"))?;
+    if count < 2 {
+        bail!("{dev}: the driver gave {count} capture buffer(s)");
+    }
+    let mut open = Open {
+        maps: Vec::with_capacity(count as usize),
+        fd,
+        format,
+        width: pix.width,
+        height: pix.height,
+        stride: pix.bytesperline,
+        dv,
+        events,
+        input: input as u32,
+        streaming: false,
+        restart: false,
+    };
+    for index in 0..count {
+        let mut buf: v4l2_buffer = zeroed();
+        buf.index = index;
+        buf.type_ = BUF_TYPE_VIDEO_CAPTURE;
+        buf.memory = MEMORY_MMAP;
+        xioctl(f, vidioc::VIDIOC_QUERYBUF, &mut buf).with_context(|| format!("{dev}: cannot query buffer {index}"))?;
+        let len = buf.length as usize;
+        // SAFETY: maps a buffer the driver just described; unmapped by `Mapping::drop`.
+        let ptr = unsafe {
+            // SAFETY: `offset` is the union member for MMAP buffers.
+            let offset = buf.m.offset;
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f, offset as libc::off_t)
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error()).with_context(|| format!("{dev}: cannot map buffer {index}"));
+        }
+        open.maps.push(Mapping { ptr: ptr.cast(), len });
+        queue(f, index).with_context(|| format!("{dev}: cannot queue buffer {index}"))?;
+    }
+    stream_on_off(f, true).with_context(|| format!("{dev}: cannot start streaming"))?;
+    open.streaming = true;
+    Ok(open)
+}
+
+/// Bytes of one line of the first plane, and the number of such lines in a frame (NV12's
+/// chroma plane follows with the same stride).
+fn line_layout(format: PixelFormat, width: u32, height: u32) -> Option<(usize, usize)> {
+    let (w, h) = (width as usize, height as usize);
+    match format {
+        PixelFormat::Yuyv => Some((w * 2, h)),
+        PixelFormat::Nv12 => Some((w, h + h / 2)),
+        PixelFormat::Grey => Some((w, h)),
+        PixelFormat::Rgb24 => Some((w * 3, h)),
+        PixelFormat::Mjpeg => None,
+    }
 }
 
 pub struct V4l2Source {
@@ -52,62 +558,126 @@ pub struct V4l2Source {
     backoff: Duration,
     next_attempt: Instant,
     bad_frames: u64,
+    restarts: u64,
+    restarts_without_frame: u32,
+    reopens: u64,
+    /// Why the input has no usable picture, while it has none.
+    lost: Option<&'static str>,
+    check_now: bool,
+    next_check: Instant,
+    last_driver_sequence: Option<u32>,
+    driver_skipped: u64,
+    skipped_logged: u64,
+    next_gap_log: Instant,
+    heartbeat: Heartbeat,
 }
 
 impl V4l2Source {
-    /// Opens the device now, so a missing or unsuitable device is a start-up error.
+    /// Opens the device now, so a missing or unsuitable device is a start-up error. An input
+    /// without signal is not: that is reported frame by frame.
     pub fn open(settings: V4l2Settings) -> Result<Self> {
         let open = open_device(&settings)?;
-        log::info!(
-            "{}: streaming {:?} {}x{} (stride {})",
-            settings.device.display(),
-            open.format,
-            open.width,
-            open.height,
-            open.stride
-        );
-        Ok(Self {
+        let now = Instant::now();
+        let mut source = Self {
             settings,
-            open: Some(open),
+            open: None,
             frame: LumaFrame::default(),
             packed: Vec::new(),
             scratch: Vec::new(),
             sequence: 0,
-            backoff: Duration::from_millis(250),
-            next_attempt: Instant::now(),
+            backoff: MIN_BACKOFF,
+            next_attempt: now,
             bad_frames: 0,
-        })
+            restarts: 0,
+            restarts_without_frame: 0,
+            reopens: 0,
+            lost: None,
+            check_now: true,
+            next_check: now,
+            last_driver_sequence: None,
+            driver_skipped: 0,
+            skipped_logged: 0,
+            next_gap_log: now,
+            heartbeat: Heartbeat::default(),
+        };
+        source.started(open);
+        Ok(source)
     }
 
+    /// Frames dropped as unusable (ERROR flag, truncated).
     pub fn bad_frames(&self) -> u64 {
         self.bad_frames
     }
 
-    fn close(&mut self) {
-        if let Some(mut open) = self.open.take() {
-            // v4l's Stream::drop panics when STREAMOFF fails for any reason but ENODEV: stop it
-            // here and leak the mappings rather than panic if that fails.
-            match open.stream.stop() {
-                Ok(()) => drop(open),
-                Err(e) if e.raw_os_error() == Some(ENODEV) => drop(open),
-                Err(e) => {
-                    log::error!("STREAMOFF failed ({e}); releasing the stream without unmapping");
-                    std::mem::forget(open.stream);
-                }
-            }
-        }
+    /// Stream restarts after fatal streaming errors.
+    pub fn stream_restarts(&self) -> u64 {
+        self.restarts
     }
 
+    /// Successful reopens (after unplug, failed restart or resolution change).
+    pub fn reopens(&self) -> u64 {
+        self.reopens
+    }
+
+    /// Frames the driver skipped (gaps in its sequence numbers).
+    pub fn driver_skipped(&self) -> u64 {
+        self.driver_skipped
+    }
+
+    fn started(&mut self, open: Open) {
+        log::info!(
+            "{}: streaming {:?} {}x{} (stride {}){}{}",
+            self.settings.device.display(),
+            open.format,
+            open.width,
+            open.height,
+            open.stride,
+            open.dv.map(|t| format!(", DV timings {t}")).unwrap_or_default(),
+            if open.events { ", source-change events" } else { "" },
+        );
+        self.open = Some(open);
+        self.check_now = true;
+        self.last_driver_sequence = None;
+    }
+
+    fn close(&mut self) {
+        self.open = None;
+    }
+
+    /// Closes the device and reports it gone; the next call reopens it after the backoff.
+    fn lose_device(&mut self, why: String) -> CaptureError {
+        log::warn!("{}: {why}; closing, will reopen", self.settings.device.display());
+        self.close();
+        self.next_attempt = Instant::now() + self.backoff;
+        CaptureError::Disconnected(why)
+    }
+
+    /// Reopens the device when the backoff allows, waiting at most one frame timeout so the
+    /// caller stays responsive (signals, indicator).
     fn reopen(&mut self) -> Result<(), CaptureError> {
         let now = Instant::now();
         if now < self.next_attempt {
-            std::thread::sleep(self.next_attempt - now);
+            let wait = self.next_attempt - now;
+            if wait > self.settings.timeout {
+                std::thread::sleep(self.settings.timeout);
+                return Err(CaptureError::Disconnected(format!(
+                    "{} closed, next attempt in {} ms",
+                    self.settings.device.display(),
+                    (wait - self.settings.timeout).as_millis()
+                )));
+            }
+            std::thread::sleep(wait);
         }
+        self.open_now()
+    }
+
+    fn open_now(&mut self) -> Result<(), CaptureError> {
         match open_device(&self.settings) {
             Ok(open) => {
+                self.reopens += 1;
+                self.backoff = MIN_BACKOFF;
                 log::info!("{}: reopened", self.settings.device.display());
-                self.open = Some(open);
-                self.backoff = Duration::from_millis(250);
+                self.started(open);
                 Ok(())
             }
             Err(e) => {
@@ -117,143 +687,237 @@ impl V4l2Source {
             }
         }
     }
+
+    /// Reads the signal state; renegotiates when the input now carries different timings.
+    fn check_signal(&mut self) -> Result<(), CaptureError> {
+        self.check_now = false;
+        let Some(open) = self.open.as_ref() else { return Ok(()) };
+        let signal = match open.signal() {
+            Ok(s) => s,
+            Err(e) => return Err(self.lose_device(e.to_string())),
+        };
+        let now = Instant::now();
+        match signal {
+            Signal::Lost(why) => {
+                if self.lost != Some(why) {
+                    log::warn!("{}: {why}; frames are dropped until the input locks", self.settings.device.display());
+                }
+                self.lost = Some(why);
+                self.next_check = now + CHECK_LOST;
+            }
+            Signal::Locked(Some(t)) if open.dv != Some(t) => {
+                log::info!(
+                    "{}: source changed to {t} (was {}); renegotiating",
+                    self.settings.device.display(),
+                    open.dv.map(|t| t.to_string()).unwrap_or_default()
+                );
+                self.lost = None;
+                self.close();
+                self.open_now()?;
+            }
+            Signal::Locked(_) => {
+                if let Some(why) = self.lost.take() {
+                    log::info!("{}: input locked again (was: {why})", self.settings.device.display());
+                }
+                self.next_check = now + CHECK_LOCKED;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts frames the driver skipped; logs them at most every few seconds.
+    fn note_sequence(&mut self, sequence: u32) {
+        if let Some(last) = self.last_driver_sequence {
+            let gap = sequence.wrapping_sub(last).wrapping_sub(1);
+            if gap > 0 && gap < u32::MAX / 2 {
+                self.driver_skipped += u64::from(gap);
+            }
+        }
+        self.last_driver_sequence = Some(sequence);
+        if self.driver_skipped > self.skipped_logged {
+            let now = Instant::now();
+            if now >= self.next_gap_log {
+                log::warn!(
+                    "{}: the driver skipped {} frame(s) ({} in all)",
+                    self.settings.device.display(),
+                    self.driver_skipped - self.skipped_logged,
+                    self.driver_skipped
+                );
+                self.skipped_logged = self.driver_skipped;
+                self.next_gap_log = now + GAP_LOG_INTERVAL;
+            }
+        }
+    }
 }
 
-fn open_device(s: &V4l2Settings) -> Result<Open> {
-    let device =
-        Device::with_path(&s.device).with_context(|| format!("cannot open capture device {}", s.device.display()))?;
-    let caps = device.query_caps().with_context(|| format!("{} is not a V4L2 device", s.device.display()))?;
-    if !caps.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE) {
-        bail!("{} ({}) cannot capture video", s.device.display(), caps.card);
+impl V4l2Source {
+    /// One frame into `self.frame`, or why there is none.
+    fn capture(&mut self) -> Result<FrameInfo, CaptureError> {
+        if self.open.is_none() {
+            self.reopen()?;
+        }
+        let timeout = self.settings.timeout;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.check_now || Instant::now() >= self.next_check {
+                self.check_signal()?;
+            }
+            let Some(open) = self.open.as_mut() else {
+                return Err(CaptureError::Disconnected("device closed".into()));
+            };
+            if open.restart {
+                if let Err(e) = open.restart_stream() {
+                    return Err(self.lose_device(format!("cannot restart streaming: {e}")));
+                }
+            }
+            match wait_frame(open, deadline) {
+                Wait::Frame { index, used, flags, sequence } => {
+                    self.note_sequence(sequence);
+                    let info = FrameInfo { sequence: self.sequence };
+                    self.sequence += 1;
+                    let Some(open) = self.open.as_mut() else { unreachable!("open above") };
+                    let result = if let Some(why) = self.lost {
+                        // Noise from a receiver without lock: never a picture.
+                        Err(CaptureError::NoSignal(why.to_string()))
+                    } else if flags & V4L2_BUF_FLAG_ERROR != 0 {
+                        self.bad_frames += 1;
+                        Err(CaptureError::BadFrame(format!("buffer {sequence} flagged ERROR by the driver")))
+                    } else {
+                        let (format, width, height, stride) = (open.format, open.width, open.height, open.stride);
+                        let buf = open.maps[index as usize].bytes();
+                        let data = &buf[..(used as usize).min(buf.len())];
+                        // Repack rows when the driver pads them (stride > packed line length).
+                        let data: &[u8] = match line_layout(format, width, height) {
+                            Some((line, lines)) if stride as usize > line => {
+                                self.packed.clear();
+                                for row in data.chunks(stride as usize).take(lines) {
+                                    self.packed.extend_from_slice(&row[..line.min(row.len())]);
+                                }
+                                &self.packed
+                            }
+                            _ => data,
+                        };
+                        convert::to_luma(
+                            format,
+                            self.settings.luma_range,
+                            data,
+                            width,
+                            height,
+                            &mut self.frame,
+                            &mut self.scratch,
+                        )
+                        .map_err(|e| {
+                            self.bad_frames += 1;
+                            CaptureError::BadFrame(format!("{e:#}"))
+                        })
+                    };
+                    // The frame is copied out: hand the buffer back at once.
+                    if let Err(e) = queue(open.raw(), index) {
+                        if errno(&e) == libc::ENODEV {
+                            return Err(self.lose_device(format!("QBUF: {e}")));
+                        }
+                        log::warn!("{}: QBUF failed ({e}); restarting the stream", self.settings.device.display());
+                        open.restart = true;
+                        self.restarts += 1;
+                    }
+                    result?;
+                    self.restarts_without_frame = 0;
+                    return Ok(info);
+                }
+                Wait::SourceChange => {
+                    log::info!("{}: source change event", self.settings.device.display());
+                    self.check_now = true;
+                }
+                Wait::Timeout => {
+                    // A receiver that stops delivering without signal: say so, not "stalled".
+                    self.check_signal()?;
+                    return Err(match self.lost {
+                        Some(why) => CaptureError::NoSignal(why.to_string()),
+                        None => CaptureError::Timeout(timeout),
+                    });
+                }
+                Wait::StreamError(e) => {
+                    self.restarts += 1;
+                    self.restarts_without_frame += 1;
+                    if self.restarts_without_frame > MAX_RESTARTS {
+                        self.restarts_without_frame = 0;
+                        return Err(self.lose_device(format!("streaming keeps failing ({e})")));
+                    }
+                    log::warn!(
+                        "{}: streaming error ({e}); restarting the stream (restart #{})",
+                        self.settings.device.display(),
+                        self.restarts
+                    );
+                    let Some(open) = self.open.as_mut() else { unreachable!("open above") };
+                    if let Err(e2) = open.restart_stream() {
+                        return Err(self.lose_device(format!("cannot restart streaming after {e}: {e2}")));
+                    }
+                }
+                Wait::Gone(why) => return Err(self.lose_device(why)),
+            }
+        }
     }
-    let offered: Vec<FourCC> = device.enum_formats()?.into_iter().map(|d| d.fourcc).collect();
-    let Some(format) = s.formats.iter().copied().find(|f| offered.contains(&FourCC::new(&f.fourcc()))) else {
-        let names: Vec<String> = offered.iter().map(|f| f.to_string()).collect();
-        bail!("{} offers {} but none of the configured formats {:?}", s.device.display(), names.join(", "), s.formats);
-    };
-    let mut fmt = device.format()?;
-    fmt.width = s.width;
-    fmt.height = s.height;
-    fmt.fourcc = FourCC::new(&format.fourcc());
-    // Let the driver compute the stride for the new size (an old stride is kept otherwise).
-    fmt.stride = 0;
-    fmt.size = 0;
-    let fmt = device.set_format(&fmt).with_context(|| format!("{}: cannot set format", s.device.display()))?;
-    if (fmt.width, fmt.height) != (s.width, s.height) {
-        log::warn!(
-            "{}: asked for {}x{}, the device gives {}x{}",
-            s.device.display(),
-            s.width,
-            s.height,
-            fmt.width,
-            fmt.height
-        );
+
+    /// Debug log, about once a second: what the source delivered (a heartbeat for tests and
+    /// field logs; costs a clock read per frame when enabled).
+    fn beat(&mut self, result: &Result<FrameInfo, CaptureError>) {
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let b = &mut self.heartbeat;
+        match result {
+            Ok(_) => b.frames += 1,
+            Err(CaptureError::NoSignal(_)) => b.no_signal += 1,
+            Err(CaptureError::BadFrame(_)) => b.bad += 1,
+            Err(CaptureError::Timeout(_)) => b.timeouts += 1,
+            Err(CaptureError::Disconnected(_)) => b.disconnected += 1,
+            Err(CaptureError::Fatal(_)) => {}
+        }
+        let elapsed = b.since.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            let size = self.open.as_ref().map(|o| (o.width, o.height)).unwrap_or_default();
+            log::debug!(
+                "{}: {} frames ({}x{}), {} no-signal, {} bad, {} timeouts, {} disconnected in {:.1} s",
+                self.settings.device.display(),
+                b.frames,
+                size.0,
+                size.1,
+                b.no_signal,
+                b.bad,
+                b.timeouts,
+                b.disconnected,
+                elapsed.as_secs_f32()
+            );
+            *b = Heartbeat { since: Instant::now(), ..Heartbeat::default() };
+        }
     }
-    let mut stream = Stream::with_buffers(&device, Type::VideoCapture, BUFFERS)
-        .with_context(|| format!("{}: cannot map capture buffers", s.device.display()))?;
-    stream.set_timeout(s.timeout);
-    Ok(Open {
-        stream,
-        format,
-        width: fmt.width,
-        height: fmt.height,
-        stride: fmt.stride,
-        after_timeout: false,
-        _device: device,
-    })
 }
 
-fn classify_io(e: std::io::Error, timeout: Duration) -> CaptureError {
-    if e.kind() == std::io::ErrorKind::TimedOut {
-        CaptureError::Timeout(timeout)
-    } else if e.raw_os_error() == Some(ENODEV) {
-        CaptureError::Disconnected(e.to_string())
-    } else {
-        CaptureError::Fatal(anyhow::anyhow!("streaming error: {e}"))
+#[derive(Debug, Clone, Copy)]
+struct Heartbeat {
+    since: Instant,
+    frames: u32,
+    no_signal: u32,
+    bad: u32,
+    timeouts: u32,
+    disconnected: u32,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self { since: Instant::now(), frames: 0, no_signal: 0, bad: 0, timeouts: 0, disconnected: 0 }
     }
 }
 
 impl FrameSource for V4l2Source {
     fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError> {
-        if self.open.is_none() {
-            self.reopen()?;
-        }
-        let timeout = self.settings.timeout;
-        let Some(open) = self.open.as_mut() else {
-            return Err(CaptureError::Disconnected("device closed".into()));
-        };
-        if open.after_timeout {
-            match open.stream.dequeue() {
-                Ok(_) => open.after_timeout = false,
-                Err(e) => {
-                    let err = classify_io(e, timeout);
-                    if !matches!(err, CaptureError::Timeout(_)) {
-                        self.close();
-                    }
-                    return Err(err);
-                }
-            }
-        }
-        let (format, width, height, stride) = (open.format, open.width, open.height, open.stride);
-        let (buf, meta) = match open.stream.next() {
-            Ok(x) => x,
-            Err(e) => {
-                let err = classify_io(e, timeout);
-                match err {
-                    CaptureError::Timeout(_) => open.after_timeout = true,
-                    // Unplugged, or a fatal streaming error: close now, reopen (and restart
-                    // streaming) on the next call.
-                    _ => {
-                        self.close();
-                        if let CaptureError::Fatal(e) = err {
-                            return Err(CaptureError::Disconnected(format!("{e:#}; restarting the stream")));
-                        }
-                    }
-                }
-                return Err(err);
-            }
-        };
-        let info = FrameInfo { sequence: self.sequence };
-        self.sequence += 1;
-        if meta.flags.contains(Flags::ERROR) {
-            self.bad_frames += 1;
-            return Err(CaptureError::BadFrame(format!("buffer {} flagged ERROR by the driver", meta.sequence)));
-        }
-        let used = (meta.bytesused as usize).min(buf.len());
-        let data = &buf[..used];
-        // Repack rows when the driver pads them (stride > packed row length).
-        let row_len = format.raw_len(width, 1).unwrap_or(0);
-        let data: &[u8] = if format != PixelFormat::Mjpeg && stride as usize > row_len && row_len > 0 {
-            let lines = format.raw_len(width, height).unwrap_or(0) / row_len;
-            self.packed.clear();
-            for line in 0..lines {
-                let start = line * stride as usize;
-                match data.get(start..start + row_len) {
-                    Some(row) => self.packed.extend_from_slice(row),
-                    None => break,
-                }
-            }
-            &self.packed
-        } else {
-            data
-        };
-        if let Err(e) =
-            convert::to_luma(format, self.settings.luma_range, data, width, height, &mut self.frame, &mut self.scratch)
-        {
-            self.bad_frames += 1;
-            return Err(CaptureError::BadFrame(format!("{e:#}")));
-        }
-        Ok(Some((&self.frame, info)))
+        let result = self.capture();
+        self.beat(&result);
+        result.map(|info| Some((&self.frame, info)))
     }
 
     fn describe(&self) -> String {
         format!("v4l2 {}", self.settings.device.display())
-    }
-}
-
-impl Drop for V4l2Source {
-    fn drop(&mut self) {
-        self.close();
     }
 }
 
@@ -286,9 +950,8 @@ pub fn probe(dir: &Path) -> Result<Vec<String>> {
             continue;
         }
         lines.push(format!("{}: {} [{}]", path.display(), caps.card, caps.driver));
-        for desc in dev.enum_formats().unwrap_or_default() {
-            let sizes: Vec<String> = dev
-                .enum_framesizes(desc.fourcc)
+        for desc in v4l::video::Capture::enum_formats(&dev).unwrap_or_default() {
+            let sizes: Vec<String> = v4l::video::Capture::enum_framesizes(&dev, desc.fourcc)
                 .unwrap_or_default()
                 .iter()
                 .map(|fs| match &fs.size {
@@ -312,4 +975,54 @@ pub fn probe(dir: &Path) -> Result<Vec<String>> {
         lines.push(format!("no video devices in {}", dir.display()));
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The numbers linux/videodev2.h gives on 64-bit targets.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn ioctl_numbers_match_videodev2() {
+        assert_eq!(ioc::S_DV_TIMINGS as u64, 0xc084_5657);
+        assert_eq!(ioc::G_DV_TIMINGS as u64, 0xc084_5658);
+        assert_eq!(ioc::DQEVENT as u64, 0x8088_5659);
+        assert_eq!(ioc::SUBSCRIBE_EVENT as u64, 0x4020_565a);
+        assert_eq!(ioc::QUERY_DV_TIMINGS as u64, 0x8084_5663);
+    }
+
+    #[test]
+    fn line_layouts() {
+        assert_eq!(line_layout(PixelFormat::Yuyv, 1280, 720), Some((2560, 720)));
+        assert_eq!(line_layout(PixelFormat::Nv12, 1280, 720), Some((1280, 1080)));
+        assert_eq!(line_layout(PixelFormat::Mjpeg, 1280, 720), None);
+    }
+
+    #[test]
+    fn timings_show_rate() {
+        let t = Timings {
+            width: 1280,
+            height: 720,
+            interlaced: false,
+            pixelclock: 74_250_000,
+            total_width: 1650,
+            total_height: 750,
+        };
+        assert_eq!(t.to_string(), "1280x720p60.00");
+    }
+
+    #[test]
+    fn missing_device_is_a_startup_error() {
+        let settings = V4l2Settings {
+            device: PathBuf::from("/dev/this-video-device-does-not-exist"),
+            width: 640,
+            height: 480,
+            formats: vec![PixelFormat::Yuyv],
+            timeout: Duration::from_millis(100),
+            luma_range: LumaRange::Limited,
+        };
+        let err = V4l2Source::open(settings).err().expect("no such device");
+        assert!(format!("{err:#}").contains("cannot open capture device"), "{err:#}");
+    }
 }

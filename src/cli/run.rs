@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::pipeline::run_loop;
+use crate::watchdog::Notifier;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,10 +19,23 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let config = Config::load(&args.config)?;
-    let stop = crate::cli::install_signal_handlers()?;
-    let mut source = crate::setup::open_source(&config.source)?;
-    let mut pipeline = crate::setup::build_pipeline(&config, source.describe(), None)?;
+    // Under systemd (Type=notify, WatchdogSec=): a no-op elsewhere.
+    let mut notifier = Notifier::from_env();
+    let started = (|| {
+        let config = Config::load(&args.config)?;
+        let stop = crate::cli::install_signal_handlers()?;
+        let source = crate::setup::open_source(&config.source)?;
+        let pipeline = crate::setup::build_pipeline(&config, source.describe(), None)?;
+        anyhow::Ok((config, stop, source, pipeline))
+    })();
+    let (config, stop, mut source, mut pipeline) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            // `systemctl status` shows why before the restart.
+            notifier.status(&format!("start-up failed: {e:#}"));
+            return Err(e);
+        }
+    };
     log::info!(
         "board {}: {} -> model {} ({} of {} frames to show a verdict); screening aid, not a diagnosis",
         config.board,
@@ -30,7 +44,16 @@ pub fn run(args: Args) -> Result<()> {
         config.k,
         config.n
     );
-    let result = run_loop(&mut source, &mut pipeline, &stop, args.frames, |_, _| {});
+    if let Some(period) = notifier.watchdog_period() {
+        log::info!("systemd watchdog: pinging every {}", humantime::format_duration(period));
+    }
+    // Ready now; the pings come from the frame loop itself, so a loop that stalls (no frames and
+    // no capture timeouts) goes unpinged and systemd restarts the service.
+    notifier.ready();
+    let result = run_loop(&mut source, &mut pipeline, &stop, args.frames, |outcome, _| {
+        notifier.frame(outcome.shown.verdict);
+    });
+    notifier.stopping();
     // Safe state on every exit path: end of source, signal, or error.
     pipeline.shutdown();
     let counters = result?;

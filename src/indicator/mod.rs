@@ -1,6 +1,8 @@
 //! Indicator stage: shows the verdict. Console line, JSON events for other programs, GPIO LEDs,
 //! all behind one narrow trait, combined with `Fanout`.
 
+#[cfg(target_os = "linux")]
+pub mod gpiocdev;
 pub mod led;
 
 use std::io::Write;

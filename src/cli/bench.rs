@@ -1,0 +1,268 @@
+//! `bench`: per-stage latency of the frame-to-verdict path on a 1080p scanner screen, frames
+//! per second, peak RSS and cold start. JSON lines on stdout, a table on stderr. Timings are
+//! reported, never asserted: run it on the target board and compare.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use embedded_graphics::prelude::Size;
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::capture::FrameInfo;
+use crate::capture::convert::{self, LumaRange, PixelFormat};
+use crate::config::{DEFAULT_GUIDE, DEFAULT_MODEL_DIR};
+use crate::decision::{Stabilizer, classify};
+use crate::display::{Canvas, DisplaySink, StatusDisplay};
+use crate::frame::LumaFrame;
+use crate::indicator::{Fanout, Indicator, IndicatorState, JsonEvents};
+use crate::pipeline::{Pipeline, Stages};
+use crate::preprocess::Preprocessor;
+use crate::roi::RoiSelector;
+use crate::screen::{ScreenLocator, ScreenState};
+use crate::simulator::{ScannerSimulator, ScreenLayout};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory.
+    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    model: PathBuf,
+    /// Timed iterations per stage (after warm-up).
+    #[arg(long, default_value_t = 30)]
+    iterations: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Inference threads (tract's matrix-multiply executor).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Use a 1280x720 screen instead of 1920x1080.
+    #[arg(long)]
+    hd720: bool,
+}
+
+/// A display that draws into its canvas and sends nothing: measures the rendering cost.
+struct NullSink(Size);
+
+impl DisplaySink for NullSink {
+    fn size(&self) -> Size {
+        self.0
+    }
+    fn flush_region(&mut self, _: &Canvas, _: embedded_graphics::primitives::Rectangle) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct Stats {
+    stage: &'static str,
+    median: f64,
+    p95: f64,
+}
+
+fn time_stage(stage: &'static str, warmup: usize, n: usize, mut f: impl FnMut() -> Result<()>) -> Result<Stats> {
+    for _ in 0..warmup {
+        f().with_context(|| format!("stage {stage}"))?;
+    }
+    let mut ms: Vec<f64> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f().with_context(|| format!("stage {stage}"))?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
+    Ok(Stats { stage, median: pick(0.5), p95: pick(0.95) })
+}
+
+/// Full-range RGB to limited-range BT.601 YUYV, as a capture dongle delivers it.
+fn rgb_to_yuyv(rgb: &[u8], width: usize, height: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(width * height * 2);
+    let yuv = |p: &[u8]| {
+        let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+        let y = 0.299 * r + 0.587 * g + 0.114 * b;
+        (16.0 + y * 219.0 / 255.0, 128.0 + (b - y) * 0.564 * 224.0 / 255.0, 128.0 + (r - y) * 0.713 * 224.0 / 255.0)
+    };
+    for pair in rgb.chunks_exact(6) {
+        let (y0, u0, v0) = yuv(&pair[..3]);
+        let (y1, u1, v1) = yuv(&pair[3..]);
+        out.extend_from_slice(&[y0 as u8, ((u0 + u1) / 2.0) as u8, y1 as u8, ((v0 + v1) / 2.0) as u8]);
+    }
+    out
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    anyhow::ensure!(args.iterations >= 5, "--iterations must be at least 5");
+    let cold = Instant::now();
+    crate::model::use_threads(args.threads)?;
+    let model = crate::setup::load_model(&args.model)?;
+    let manifest = model.manifest().clone();
+    let layout = if args.hd720 { ScreenLayout::Hd720 } else { ScreenLayout::Hd1080 };
+    let mut sim = ScannerSimulator::new(11, layout, 1000);
+    let canvas = sim.next_rgb();
+    let (w, h) = (canvas.width(), canvas.height());
+    let rgb = canvas.rgb().to_vec();
+    let mut pipeline = Pipeline::new(Stages {
+        locator: ScreenLocator::new(None),
+        roi: RoiSelector::new(DEFAULT_GUIDE)?,
+        model,
+        op: None,
+        stabilizer: Stabilizer::new(4, 6)?,
+        indicator: Box::new(Fanout(Vec::new())),
+        audit: None,
+        source_name: "bench".into(),
+    })?;
+    let mut frame = LumaFrame::default();
+    canvas.to_luma(&mut frame);
+    let first = pipeline.process(&frame, FrameInfo { sequence: 0 });
+    let cold_start_ms = cold.elapsed().as_secs_f64() * 1e3;
+    log::info!("first frame: {:?}", first.result);
+
+    let yuyv = rgb_to_yuyv(&rgb, w as usize, h as usize);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+        .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
+        .context("cannot encode the bench JPEG")?;
+    let (n, warm) = (args.iterations, args.warmup);
+    let mut scratch = Vec::new();
+    let mut stats = Vec::new();
+    stats.push(time_stage("decode_yuyv", warm, n, || {
+        convert::to_luma(PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
+    })?);
+    stats.push(time_stage("decode_mjpeg", warm, n, || {
+        convert::to_luma(PixelFormat::Mjpeg, LumaRange::Full, &jpeg, w, h, &mut frame, &mut scratch)
+    })?);
+    let mut locator = ScreenLocator::new(None);
+    let mut area = None;
+    stats.push(time_stage("screen_locate", warm, n, || {
+        match locator.locate(&frame) {
+            ScreenState::Image(a) => area = Some(a),
+            other => anyhow::bail!("bench screen not found: {other:?}"),
+        }
+        Ok(())
+    })?);
+    let area = area.context("no image area")?;
+    let selector = RoiSelector::new(DEFAULT_GUIDE)?;
+    let mut roi = None;
+    stats.push(time_stage("roi_select", warm, n, || {
+        roi = Some(selector.select(area, w, h)?);
+        Ok(())
+    })?);
+    let roi = roi.context("no ROI")?;
+    let mut pre = Preprocessor::new(manifest.input.width, manifest.input.height, manifest.normalization)?;
+    stats.push(time_stage("preprocess", warm, n, || pre.run(&frame, roi).map(|_| ()))?);
+    let mut classifier = crate::setup::load_model(&args.model)?;
+    let tensor = pre.tensor().to_vec();
+    let mut p = 0.0;
+    stats.push(time_stage("inference", warm, n, || {
+        p = classifier.probability(&tensor)?;
+        Ok(())
+    })?);
+    let mut stabilizer = Stabilizer::new(4, 6)?;
+    let mut shown = None;
+    stats.push(time_stage("decision", warm, n, || {
+        shown = Some(stabilizer.push(classify(&manifest.decision, p)));
+        Ok(())
+    })?);
+    let shown = shown.context("no decision")?;
+    let display = StatusDisplay::new(NullSink(Size::new(240, 240)), manifest.decision)?;
+    let mut indicator = Fanout(vec![Box::new(JsonEvents::new(std::io::sink())), Box::new(display)]);
+    let (rw, rh) = pre.input_size();
+    let mut seq = 0u64;
+    stats.push(time_stage("indicator", warm, n, || {
+        seq += 1;
+        // A new probability every frame, so the display redraws its bar and thumbnail.
+        let state = IndicatorState {
+            verdict: shown.verdict,
+            probability: Some((seq % 100) as f32 / 100.0),
+            agreeing: shown.agreeing,
+            window: shown.window,
+            uptime: Duration::from_millis(seq * 40),
+            model_id: &manifest.id,
+            changed: seq % 25 == 0,
+            sequence: seq,
+            roi: Some((rw, rh, pre.resized())),
+        };
+        indicator.show(&state)
+    })?);
+    let audit_dir = std::env::temp_dir().join(format!("kidney-screen-bench-{}", std::process::id()));
+    let mut audit = AuditLog::open(&audit_dir, true)?;
+    let record = AuditRecord {
+        time: crate::audit::now_rfc3339(),
+        sequence: 1,
+        source: "bench".into(),
+        model_id: manifest.id.clone(),
+        model_sha256: manifest.sha256.clone(),
+        roi_sha256: Some("0".repeat(64)),
+        roi: Some(roi.rect()),
+        probability: Some(p),
+        verdict: "NORMAL".into(),
+        agreeing: 4,
+        window: 6,
+    };
+    stats.push(time_stage("audit_append_fsync", warm, n, || audit.append(&record))?);
+    let mut seq = 1u64;
+    stats.push(time_stage("whole_frame", warm, n, || {
+        seq += 1;
+        canvas_to_frame(&yuyv, w, h, &mut frame, &mut scratch)?;
+        pipeline.process(&frame, FrameInfo { sequence: seq });
+        Ok(())
+    })?);
+
+    drop(audit);
+    let _ = std::fs::remove_dir_all(&audit_dir);
+    let get = |s: &str| stats.iter().find(|x| x.stage == s).map_or(0.0, |x| x.median);
+    let inference = get("inference");
+    // Per frame: decode (YUYV), locate, ROI, preprocess, decision, indicator. Audit runs only
+    // when the shown verdict changes, so it is reported separately.
+    let non_inference = get("decode_yuyv")
+        + get("screen_locate")
+        + get("roi_select")
+        + get("preprocess")
+        + get("decision")
+        + get("indicator");
+    let mut out = std::io::stdout().lock();
+    for s in &stats {
+        writeln!(out, "{}", serde_json::json!({"stage": s.stage, "median_ms": s.median, "p95_ms": s.p95, "n": n}))?;
+    }
+    let summary = serde_json::json!({
+        "summary": true,
+        "model": manifest.id,
+        "input": format!("{}x{}", manifest.input.width, manifest.input.height),
+        "screen": format!("{w}x{h}"),
+        "threads": args.threads,
+        "frames_per_second": 1e3 / get("whole_frame"),
+        "inference_ms": inference,
+        "non_inference_ms": non_inference,
+        "non_inference_share_of_inference": non_inference / inference,
+        "peak_rss_mb": peak_rss_mb(),
+        "cold_start_to_first_verdict_ms": cold_start_ms,
+        "arch": std::env::consts::ARCH,
+    });
+    writeln!(out, "{summary}")?;
+    eprintln!("{:<20} {:>10} {:>10}", "stage", "median ms", "p95 ms");
+    for s in &stats {
+        eprintln!("{:<20} {:>10.3} {:>10.3}", s.stage, s.median, s.p95);
+    }
+    eprintln!(
+        "{} on {w}x{h}, {} thread(s): {:.1} frames/s; everything but inference {:.2} ms = {:.1}% of inference; peak RSS {:.0} MB; cold start to first verdict {:.0} ms",
+        manifest.id,
+        args.threads,
+        1e3 / get("whole_frame"),
+        non_inference,
+        100.0 * non_inference / inference,
+        peak_rss_mb().unwrap_or(f64::NAN),
+        cold_start_ms
+    );
+    Ok(())
+}
+
+fn canvas_to_frame(yuyv: &[u8], w: u32, h: u32, frame: &mut LumaFrame, scratch: &mut Vec<u8>) -> Result<()> {
+    convert::to_luma(PixelFormat::Yuyv, LumaRange::Limited, yuyv, w, h, frame, scratch)
+}
