@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Cross-compile kidney-screen for ARM boards and package a tarball.
+# Cross-compile kidney-screen for ARM boards and package a tarball:
 #   scripts/cross-build.sh aarch64|armv7 [--no-package]
+# dist/kidney-screen-ARCH.tar.gz holds bin/kidney-screen, models/, boards/, deploy/ (systemd
+# unit, udev rule, install.sh) and docs/install.md; scripts/deploy.sh copies it to a board.
+# aarch64: Pi 3/4/5, Zero 2 W on 64-bit OS, RK3588. armv7: Pi 3 / Zero 2 W on 32-bit OS.
 # Uses Debian's rustc-web toolchain (rustc 1.85 with ARM std) when rustup has no ARM target;
 # its own target dir keeps it from evicting the host build.
 set -euo pipefail
@@ -29,8 +32,12 @@ mkdir -p "$stage/bin" "$stage/models"
 cp "$bin" "$stage/bin/"
 cp -r models/densenet121-kidney-sim "$stage/models/"
 cp -r boards "$stage/"
+# The systemd unit, udev rule and install.sh (run on the board), and the install guide.
 [ -d deploy ] && cp -r deploy "$stage/"
-cp README.md "$stage/"
+if [ -f docs/install.md ]; then mkdir -p "$stage/docs" && cp docs/install.md "$stage/docs/"; fi
+[ -f README.md ] && cp README.md "$stage/"
 mkdir -p dist
-tar -C "$(dirname "$stage")" -czf "dist/kidney-screen-$arch.tar.gz" "kidney-screen-$arch"
-echo "packaged dist/kidney-screen-$arch.tar.gz"
+tarball=dist/kidney-screen-$arch.tar.gz
+tar -C "$(dirname "$stage")" -czf "$tarball" "kidney-screen-$arch"
+rm -rf "$(dirname "$stage")"
+echo "packaged $tarball ($(du -h "$tarball" | cut -f1); $(stat -c %s "$tarball") bytes)"

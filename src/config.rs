@@ -119,6 +119,8 @@ pub struct Config {
     pub board: String,
     pub source: SourceConfig,
     pub image_rect: Option<Rect>,
+    /// The capture frame size `image_rect` was measured on, when the source has a fixed size.
+    pub image_rect_frame: Option<(u32, u32)>,
     pub guide: RelativeRect,
     pub model_dir: PathBuf,
     pub threads: usize,
@@ -130,6 +132,13 @@ pub struct Config {
     pub gpio: Option<GpioLeds>,
     pub audit_dir: Option<PathBuf>,
     pub audit_sync: bool,
+    /// `[audit] max_bytes`: audit.jsonl is rotated before it would pass this size.
+    pub audit_max_bytes: u64,
+    /// `[audit] keep`: rotated audit files kept (audit.1.jsonl .. audit.<keep>.jsonl).
+    pub audit_keep: usize,
+    /// `[model] public_key`: ed25519 key (32 bytes) the model manifest's signature
+    /// (`manifest.toml.sig`) must verify with; None: no signature check.
+    pub model_public_key: Option<[u8; 32]>,
     pub display: Option<DisplayConfig>,
 }
 
@@ -193,6 +202,7 @@ struct RawRoi {
 struct RawModel {
     dir: Option<PathBuf>,
     threads: Option<usize>,
+    public_key: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,6 +292,8 @@ impl RawGpio {
 struct RawAudit {
     dir: Option<PathBuf>,
     sync: Option<bool>,
+    max_bytes: Option<u64>,
+    keep: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -436,6 +448,25 @@ impl RawDisplay {
 /// Highest BCM GPIO number on a Raspberry Pi header.
 const MAX_BCM_PIN: u8 = 27;
 
+/// `[audit] max_bytes` bounds: 4 KiB (a few records) .. 1 TiB.
+pub const AUDIT_MIN_BYTES: u64 = 4096;
+pub const AUDIT_MAX_BYTES: u64 = 1 << 40;
+/// `[audit] keep` upper bound.
+pub const AUDIT_MAX_KEEP: usize = 1000;
+
+/// An ed25519 public key written as 64 hex digits.
+pub fn parse_public_key(text: &str) -> Result<[u8; 32]> {
+    let text = text.trim();
+    ensure!(
+        text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()),
+        "an ed25519 public key is 64 hex digits (got {} characters)",
+        text.chars().count()
+    );
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text, &mut key)?;
+    Ok(key)
+}
+
 /// toml's own message spans several lines (with a source excerpt); logs and the CLI want one.
 fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim_end().replace('\n', "; ");
@@ -531,6 +562,20 @@ impl RawConfig {
         guide.validate().context("[roi] guide")?;
         let threads = self.model.threads.unwrap_or(1);
         ensure!((1..=16).contains(&threads), "[model] threads = {threads} must be within 1..16");
+        let model_public_key = match &self.model.public_key {
+            None => None,
+            Some(key) => Some(parse_public_key(key).context("[model] public_key")?),
+        };
+        let audit_max_bytes = self.audit.max_bytes.unwrap_or(crate::audit::DEFAULT_MAX_BYTES);
+        ensure!(
+            (AUDIT_MIN_BYTES..=AUDIT_MAX_BYTES).contains(&audit_max_bytes),
+            "[audit] max_bytes = {audit_max_bytes} must be within {AUDIT_MIN_BYTES}..{AUDIT_MAX_BYTES}"
+        );
+        let audit_keep = self.audit.keep.unwrap_or(crate::audit::DEFAULT_KEEP);
+        ensure!(
+            (1..=AUDIT_MAX_KEEP).contains(&audit_keep),
+            "[audit] keep = {audit_keep} must be within 1..{AUDIT_MAX_KEEP}"
+        );
         let k = self.decision.k.unwrap_or(DEFAULT_K);
         let n = self.decision.n.unwrap_or(DEFAULT_N);
         ensure!(
@@ -559,6 +604,7 @@ impl RawConfig {
             board: self.board.unwrap_or_else(|| "unnamed".into()),
             source,
             image_rect: self.screen.image_rect,
+            image_rect_frame: frame_size,
             guide,
             model_dir: self.model.dir.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR)),
             threads,
@@ -570,6 +616,9 @@ impl RawConfig {
             gpio,
             audit_dir: self.audit.dir,
             audit_sync: self.audit.sync.unwrap_or(true),
+            audit_max_bytes,
+            audit_keep,
+            model_public_key,
             display,
         })
     }

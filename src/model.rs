@@ -14,6 +14,8 @@ use tract_onnx::prelude::*;
 use crate::preprocess::Normalization;
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
+/// ed25519 signature over the manifest's bytes, 128 hex digits (`kidney-screen sign`).
+pub const SIGNATURE_FILE: &str = "manifest.toml.sig";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,10 +79,16 @@ pub struct Manifest {
 impl Manifest {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("cannot read model manifest {}", path.display()))?;
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read model manifest {}", path.display()))?;
+        Self::parse(&bytes, &path)
+    }
+
+    /// The manifest from its bytes (`path` names it in errors).
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let text = std::str::from_utf8(bytes)
+            .with_context(|| format!("malformed model manifest {}: not UTF-8", path.display()))?;
         let manifest: Manifest =
-            toml::from_str(&text).with_context(|| format!("malformed model manifest {}", path.display()))?;
+            toml::from_str(text).with_context(|| format!("malformed model manifest {}", path.display()))?;
         manifest.validate().with_context(|| format!("invalid model manifest {}", path.display()))?;
         Ok(manifest)
     }
@@ -128,6 +136,39 @@ pub fn validate_operating_point(op: &OperatingPoint) -> Result<()> {
     Ok(())
 }
 
+/// Checks `dir/manifest.toml.sig` against the manifest bytes with an ed25519 public key.
+pub fn verify_manifest_signature(dir: &Path, manifest: &[u8], public_key: &[u8; 32]) -> Result<()> {
+    use ed25519_dalek::{Signature, VerifyingKey};
+    let sig_path = dir.join(SIGNATURE_FILE);
+    let key = VerifyingKey::from_bytes(public_key).context("[model] public_key is not a valid ed25519 public key")?;
+    let text = std::fs::read_to_string(&sig_path).with_context(|| {
+        format!("a model signature is required ([model] public_key is set) but {} cannot be read", sig_path.display())
+    })?;
+    let mut sig = [0u8; 64];
+    hex::decode_to_slice(text.trim(), &mut sig)
+        .map_err(|e| anyhow::anyhow!("{} is not an ed25519 signature (128 hex digits): {e}", sig_path.display()))?;
+    key.verify_strict(manifest, &Signature::from_bytes(&sig)).map_err(|_| {
+        anyhow::anyhow!(
+            "{} does not verify {} with [model] public_key {}: the manifest was changed or signed with another key",
+            sig_path.display(),
+            dir.join(MANIFEST_FILE).display(),
+            hex::encode(public_key)
+        )
+    })
+}
+
+/// Signs manifest bytes: the hex text written to `manifest.toml.sig`.
+pub fn sign_manifest(manifest: &[u8], secret_key: &[u8; 32]) -> String {
+    use ed25519_dalek::Signer;
+    let key = ed25519_dalek::SigningKey::from_bytes(secret_key);
+    format!("{}\n", hex::encode(key.sign(manifest).to_bytes()))
+}
+
+/// The public key of a secret (signing) key.
+pub fn public_key(secret_key: &[u8; 32]) -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(secret_key).verifying_key().to_bytes()
+}
+
 /// sha256 of a file, lower-case hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -148,7 +189,20 @@ pub struct Classifier {
 impl Classifier {
     /// Loads `dir` (manifest + model file), checking hash and shapes.
     pub fn load(dir: &Path) -> Result<Self> {
-        let manifest = Manifest::load(dir)?;
+        Self::load_verified(dir, None)
+    }
+
+    /// As [`Classifier::load`]; with a public key (the board profile's `[model] public_key`) the
+    /// manifest's signature must verify first. The manifest is read once: the bytes verified are
+    /// the bytes parsed, and they hold the model file's sha256.
+    pub fn load_verified(dir: &Path, public_key: Option<&[u8; 32]>) -> Result<Self> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest_bytes = std::fs::read(&manifest_path)
+            .with_context(|| format!("cannot read model manifest {}", manifest_path.display()))?;
+        if let Some(key) = public_key {
+            verify_manifest_signature(dir, &manifest_bytes, key)?;
+        }
+        let manifest = Manifest::parse(&manifest_bytes, &manifest_path)?;
         let model_path = dir.join(&manifest.file);
         let bytes =
             std::fs::read(&model_path).with_context(|| format!("cannot read model file {}", model_path.display()))?;

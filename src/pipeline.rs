@@ -51,6 +51,8 @@ pub struct Counters {
     pub faults: u64,
     pub audit_records: u64,
     pub audit_errors: u64,
+    /// Audit records lost because the backlog for a failing log was full.
+    pub audit_dropped: u64,
 }
 
 pub struct Pipeline {
@@ -181,15 +183,33 @@ impl Pipeline {
                 Some(Verdict::Fault)
             }
         };
-        let shown = match per_frame {
+        let mut shown = match per_frame {
             Some(v) => self.stabilizer.push(v),
             None => Shown { changed: false, ..self.last_shown },
         };
-        self.last_shown = shown;
-        let (probability, roi) = match &result {
+        let (mut probability, mut roi) = match &result {
             FrameResult::Classified { probability, roi, .. } => (Some(*probability), Some(*roi)),
             _ => (None, None),
         };
+        // A failing audit log (full SD card, I/O error) shows FAULT until the records waiting
+        // for it are on disk: a verdict that cannot be audited is not shown.
+        if !self.retry_audit() {
+            shown = self.audit_fault(&mut probability, &mut roi);
+        }
+        shown.changed = shown.verdict != self.last_shown.verdict;
+        if shown.changed
+            && !self.write_audit(sequence, &shown, probability, roi)
+            && shown.verdict != Some(Verdict::Fault)
+        {
+            // This record waits in the backlog; from this frame on FAULT is shown, and that
+            // change is recorded (it waits behind the verdict it replaced).
+            shown = self.audit_fault(&mut probability, &mut roi);
+            shown.changed = shown.verdict != self.last_shown.verdict;
+            if shown.changed {
+                self.write_audit(sequence, &shown, None, None);
+            }
+        }
+        self.last_shown = shown;
         let (w, h) = self.pre.input_size();
         let state = IndicatorState {
             verdict: shown.verdict,
@@ -205,14 +225,38 @@ impl Pipeline {
         if let Err(e) = self.indicator.show(&state) {
             log::error!("indicator failed: {e:#}");
         }
-        if shown.changed {
-            self.write_audit(sequence, &shown, probability, roi);
-        }
         Outcome { sequence, result, shown }
     }
 
-    fn write_audit(&mut self, sequence: u64, shown: &Shown, probability: Option<f32>, roi: Option<Roi>) {
-        let Some(audit) = self.audit.as_mut() else { return };
+    /// FAULT in place of the shown verdict while the audit log fails (no probability, no ROI).
+    fn audit_fault(&self, probability: &mut Option<f32>, roi: &mut Option<Roi>) -> Shown {
+        (*probability, *roi) = (None, None);
+        let window = self.last_shown.window.max(1);
+        Shown { verdict: Some(Verdict::Fault), agreeing: window, window, changed: false }
+    }
+
+    /// While the audit log fails, tries the records waiting for it again (once per frame: a
+    /// write that the disk refuses costs a system call). True when nothing is failing.
+    fn retry_audit(&mut self) -> bool {
+        let Some(audit) = self.audit.as_mut() else { return true };
+        if !audit.is_failing() {
+            return true;
+        }
+        let ok = match audit.retry() {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("audit still failing: {e:#}");
+                false
+            }
+        };
+        self.counters.audit_records = audit.records_written();
+        self.counters.audit_dropped = audit.dropped();
+        ok
+    }
+
+    /// Appends one record; false when it could not be written (it waits in the backlog).
+    fn write_audit(&mut self, sequence: u64, shown: &Shown, probability: Option<f32>, roi: Option<Roi>) -> bool {
+        let Some(audit) = self.audit.as_mut() else { return true };
         let manifest = self.model.manifest();
         let record = AuditRecord {
             time: now_rfc3339(),
@@ -227,13 +271,17 @@ impl Pipeline {
             agreeing: shown.agreeing,
             window: shown.window,
         };
-        match audit.append(&record) {
-            Ok(()) => self.counters.audit_records += 1,
+        let written = match audit.append(&record) {
+            Ok(()) => true,
             Err(e) => {
                 self.counters.audit_errors += 1;
-                log::error!("audit: {e:#}");
+                log::error!("audit: {e:#}; showing FAULT until it is written");
+                false
             }
-        }
+        };
+        self.counters.audit_records = audit.records_written();
+        self.counters.audit_dropped = audit.dropped();
+        written
     }
 
     /// Puts the indicator in its safe state; call on every exit path.

@@ -40,7 +40,11 @@ pub enum ScreenState {
 /// Finds the image area frame after frame, holding its answer steady against speckle.
 pub struct ScreenLocator {
     fixed: Option<Rect>,
+    /// Frame size the fixed rectangle was measured on (the profile's capture size).
+    fixed_frame: Option<(u32, u32)>,
     locked: Option<Rect>,
+    /// Frame size the locked rectangle was found on: a mode change drops the lock.
+    locked_frame: (u32, u32),
     block_std: Vec<f32>,
     labels: Vec<u32>,
     stack: Vec<usize>,
@@ -49,7 +53,39 @@ pub struct ScreenLocator {
 impl ScreenLocator {
     /// `fixed`: the image rectangle from a scanner profile, or None to detect it.
     pub fn new(fixed: Option<Rect>) -> Self {
-        Self { fixed, locked: None, block_std: Vec::new(), labels: Vec::new(), stack: Vec::new() }
+        Self {
+            fixed,
+            fixed_frame: None,
+            locked: None,
+            locked_frame: (0, 0),
+            block_std: Vec::new(),
+            labels: Vec::new(),
+            stack: Vec::new(),
+        }
+    }
+
+    /// The frame size the fixed rectangle was measured on. When a dongle changes mode (the
+    /// scanner's screen is then scaled to the new size) the rectangle is scaled with it instead
+    /// of pointing at another part of the screen.
+    pub fn measured_on(mut self, frame_size: Option<(u32, u32)>) -> Self {
+        self.fixed_frame = frame_size;
+        self
+    }
+
+    /// The fixed rectangle in this frame's coordinates.
+    fn fixed_rect_for(&self, rect: Rect, width: u32, height: u32) -> Rect {
+        match self.fixed_frame {
+            Some((fw, fh)) if (fw, fh) != (width, height) && fw > 0 && fh > 0 => {
+                let scale = |v: u32, to: u32, from: u32| (u64::from(v) * u64::from(to) / u64::from(from)) as u32;
+                Rect::new(
+                    scale(rect.x, width, fw),
+                    scale(rect.y, height, fh),
+                    scale(rect.width, width, fw),
+                    scale(rect.height, height, fh),
+                )
+            }
+            _ => rect,
+        }
     }
 
     pub fn locate(&mut self, frame: &LumaFrame) -> ScreenState {
@@ -63,6 +99,7 @@ impl ScreenLocator {
             return ScreenState::NoSignal;
         }
         if let Some(rect) = self.fixed {
+            let rect = self.fixed_rect_for(rect, frame.width(), frame.height());
             // A card without lock fills the whole frame with noise, profile rectangle or not.
             let whole = Rect::new(0, 0, bw * BLOCK, bh * BLOCK);
             if self.textured_fraction(whole, bw, bh) > NOISE_FRACTION {
@@ -91,11 +128,13 @@ impl ScreenLocator {
             return ScreenState::NoImage;
         }
         let found = refine_edges(frame, block_box);
+        let frame_size = (frame.width(), frame.height());
         let rect = match self.locked {
-            Some(locked) if within_tolerance(&locked, &found) => locked,
+            Some(locked) if self.locked_frame == frame_size && within_tolerance(&locked, &found) => locked,
             _ => found,
         };
         self.locked = Some(rect);
+        self.locked_frame = frame_size;
         ScreenState::Image(rect)
     }
 

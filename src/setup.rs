@@ -39,8 +39,13 @@ pub fn resolve_model_dir(dir: &Path) -> PathBuf {
 
 /// Loads the model with tract's thread setting applied.
 pub fn load_model(dir: &Path) -> Result<Classifier> {
+    load_model_verified(dir, None)
+}
+
+/// Loads the model; with a public key, the manifest's signature must verify against it.
+pub fn load_model_verified(dir: &Path, public_key: Option<&[u8; 32]>) -> Result<Classifier> {
     let dir = resolve_model_dir(dir);
-    Classifier::load(&dir).with_context(|| format!("cannot load model from {}", dir.display()))
+    Classifier::load_verified(&dir, public_key).with_context(|| format!("cannot load model from {}", dir.display()))
 }
 
 pub fn open_source(source: &SourceConfig) -> Result<Box<dyn FrameSource>> {
@@ -142,14 +147,14 @@ fn open_gpio_leds(g: &crate::config::GpioLeds) -> Result<Box<dyn Indicator>> {
 /// Everything but the source: model, stages, indicators, audit.
 pub fn build_pipeline(config: &Config, source_name: String, extra: Option<Box<dyn Indicator>>) -> Result<Pipeline> {
     crate::model::use_threads(config.threads)?;
-    let model = load_model(&config.model_dir)?;
+    let model = load_model_verified(&config.model_dir, config.model_public_key.as_ref())?;
     let op = config.operating_point.unwrap_or(model.manifest().decision);
     let audit = match &config.audit_dir {
-        Some(dir) => Some(AuditLog::open(dir, config.audit_sync)?),
+        Some(dir) => Some(AuditLog::open_with(dir, crate::audit::AuditOptions::from_config(config))?),
         None => None,
     };
     Pipeline::new(Stages {
-        locator: ScreenLocator::new(config.image_rect),
+        locator: ScreenLocator::new(config.image_rect).measured_on(config.image_rect_frame),
         roi: RoiSelector::new(config.guide)?,
         model,
         op: config.operating_point,

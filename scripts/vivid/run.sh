@@ -54,7 +54,7 @@ if ! ls "$KDIR"/boot/vmlinuz-* >/dev/null 2>&1; then
     (cd "$WORK" && apt-get download "$pkg" 2>/dev/null) || (cd "$WORK" && apt-get download "$pkg")
     rm -rf "$KDIR" && dpkg-deb -x "$WORK/${pkg}"_*.deb "$KDIR"
 fi
-VMLINUZ=$(ls "$KDIR"/boot/vmlinuz-* | head -1)
+VMLINUZ=$(find "$KDIR/boot" -name "vmlinuz-*" | head -1)
 KVER=${VMLINUZ##*/vmlinuz-}
 [ -f "$KDIR/lib/modules/$KVER/modules.dep" ] || depmod -b "$KDIR" "$KVER"
 # vivid's dependencies in load order (modprobe resolves them from the extracted tree's modules.dep).
@@ -124,5 +124,11 @@ set -e
 boot=$(($(date +%s) - boot_start))
 echo "vivid: VM ran ${boot}s (exit $vm), whole run $(($(date +%s) - start))s" >&2
 [ "$vm" -eq 124 ] && { echo "vivid: VM timed out after ${TIMEOUT}s" >&2; exit 1; }
+# A clean transcript (no terminal escapes or carriage returns) for docs/vivid.md.
+sed -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' -e 's/\r//g' "$WORK/console.log" >"$WORK/transcript.txt"
 [ "$SCENARIO" = scenario ] || exit 0
-"$ROOT/tests/vivid/check.sh" "$WORK/console.log"
+set +e
+"$ROOT/tests/vivid/check.sh" "$WORK/console.log" | tee -a "$WORK/transcript.txt"
+rc=${PIPESTATUS[0]}
+echo "vivid: whole run $(($(date +%s) - start))s; transcript in $WORK/transcript.txt" >&2
+exit "$rc"

@@ -254,8 +254,17 @@ impl FrameSource for MjpegReplay {
     }
 }
 
+/// Largest frame a capture dongle delivers (4K, as for V4L2, is beyond any scanner output); a header
+/// declaring more is corrupt, and must not make us allocate what it claims.
+const MAX_JPEG_SIDE: u32 = 4096;
+
 fn jpeg_size(jpeg: &[u8]) -> Result<(u32, u32)> {
     use image::ImageDecoder;
     let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(jpeg)).context("not a decodable JPEG")?;
-    Ok(decoder.dimensions())
+    let (w, h) = decoder.dimensions();
+    anyhow::ensure!(
+        w <= MAX_JPEG_SIDE && h <= MAX_JPEG_SIDE,
+        "JPEG header declares {w}x{h}, beyond the {MAX_JPEG_SIDE}x{MAX_JPEG_SIDE} limit (corrupt frame)"
+    );
+    Ok((w, h))
 }

@@ -52,7 +52,7 @@ const CHECK_LOCKED: Duration = Duration::from_secs(1);
 const CHECK_LOST: Duration = Duration::from_millis(250);
 /// Stream restarts without a good frame in between before the device is reopened instead.
 const MAX_RESTARTS: u32 = 3;
-/// Frames the driver skipped (sequence gaps) are logged at most this often.
+/// A high share of frames skipped by the driver is logged at most this often.
 const GAP_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 const BUF_TYPE_VIDEO_CAPTURE: u32 = 1;
@@ -169,6 +169,20 @@ impl Timings {
             total_width: w + hfp + hs + hbp,
             total_height: h + vfp + vs + vbp,
         }
+    }
+}
+
+impl Timings {
+    /// The same video mode: equal active size and scan, totals within a line or two and the
+    /// pixel clock within 0.5 % (receivers that measure it report a slightly different value
+    /// each time; 59.94 and 60 Hz count as the same mode, as in V4L2).
+    fn same_mode(&self, other: &Self) -> bool {
+        let close = |a: u32, b: u32| a.abs_diff(b) <= 2;
+        let clock_delta = self.pixelclock.abs_diff(other.pixelclock);
+        (self.width, self.height, self.interlaced) == (other.width, other.height, other.interlaced)
+            && close(self.total_width, other.total_width)
+            && close(self.total_height, other.total_height)
+            && clock_delta * 200 <= self.pixelclock.max(other.pixelclock)
     }
 }
 
@@ -425,7 +439,7 @@ fn open_device(s: &V4l2Settings) -> Result<Open> {
             xioctl(f, ioc::G_DV_TIMINGS, &mut current).with_context(|| format!("{dev}: cannot read DV timings"))?;
             let mut detected: v4l2_dv_timings = zeroed();
             match xioctl(f, ioc::QUERY_DV_TIMINGS, &mut detected) {
-                Ok(()) if Timings::from_raw(&detected) != Timings::from_raw(&current) => {
+                Ok(()) if !Timings::from_raw(&detected).same_mode(&Timings::from_raw(&current)) => {
                     xioctl(f, ioc::S_DV_TIMINGS, &mut detected).with_context(|| {
                         format!("{dev}: cannot set the detected DV timings {}", Timings::from_raw(&detected))
                     })?;
@@ -567,7 +581,6 @@ pub struct V4l2Source {
     next_check: Instant,
     last_driver_sequence: Option<u32>,
     driver_skipped: u64,
-    skipped_logged: u64,
     next_gap_log: Instant,
     heartbeat: Heartbeat,
 }
@@ -596,7 +609,6 @@ impl V4l2Source {
             next_check: now,
             last_driver_sequence: None,
             driver_skipped: 0,
-            skipped_logged: 0,
             next_gap_log: now,
             heartbeat: Heartbeat::default(),
         };
@@ -682,6 +694,11 @@ impl V4l2Source {
             }
             Err(e) => {
                 self.next_attempt = Instant::now() + self.backoff;
+                log::warn!(
+                    "{}: reopen failed: {e:#}; next attempt in {} ms",
+                    self.settings.device.display(),
+                    self.backoff.as_millis()
+                );
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 Err(CaptureError::Disconnected(format!("{e:#}")))
             }
@@ -705,7 +722,7 @@ impl V4l2Source {
                 self.lost = Some(why);
                 self.next_check = now + CHECK_LOST;
             }
-            Signal::Locked(Some(t)) if open.dv != Some(t) => {
+            Signal::Locked(Some(t)) if open.dv.is_none_or(|current| !current.same_mode(&t)) => {
                 log::info!(
                     "{}: source changed to {t} (was {}); renegotiating",
                     self.settings.device.display(),
@@ -725,28 +742,16 @@ impl V4l2Source {
         Ok(())
     }
 
-    /// Counts frames the driver skipped; logs them at most every few seconds.
+    /// Counts frames the driver skipped (gaps in its sequence numbers).
     fn note_sequence(&mut self, sequence: u32) {
         if let Some(last) = self.last_driver_sequence {
             let gap = sequence.wrapping_sub(last).wrapping_sub(1);
             if gap > 0 && gap < u32::MAX / 2 {
                 self.driver_skipped += u64::from(gap);
+                self.heartbeat.skipped += u64::from(gap);
             }
         }
         self.last_driver_sequence = Some(sequence);
-        if self.driver_skipped > self.skipped_logged {
-            let now = Instant::now();
-            if now >= self.next_gap_log {
-                log::warn!(
-                    "{}: the driver skipped {} frame(s) ({} in all)",
-                    self.settings.device.display(),
-                    self.driver_skipped - self.skipped_logged,
-                    self.driver_skipped
-                );
-                self.skipped_logged = self.driver_skipped;
-                self.next_gap_log = now + GAP_LOG_INTERVAL;
-            }
-        }
     }
 }
 
@@ -769,6 +774,8 @@ impl V4l2Source {
                 if let Err(e) = open.restart_stream() {
                     return Err(self.lose_device(format!("cannot restart streaming: {e}")));
                 }
+                self.last_driver_sequence = None;
+                continue;
             }
             match wait_frame(open, deadline) {
                 Wait::Frame { index, used, flags, sequence } => {
@@ -852,18 +859,16 @@ impl V4l2Source {
                     if let Err(e2) = open.restart_stream() {
                         return Err(self.lose_device(format!("cannot restart streaming after {e}: {e2}")));
                     }
+                    self.last_driver_sequence = None;
                 }
                 Wait::Gone(why) => return Err(self.lose_device(why)),
             }
         }
     }
 
-    /// Debug log, about once a second: what the source delivered (a heartbeat for tests and
-    /// field logs; costs a clock read per frame when enabled).
+    /// About once a second: a debug heartbeat of what the source delivered (for tests and field
+    /// logs), and a warning when the driver skipped many frames. A clock read per frame.
     fn beat(&mut self, result: &Result<FrameInfo, CaptureError>) {
-        if !log::log_enabled!(log::Level::Debug) {
-            return;
-        }
         let b = &mut self.heartbeat;
         match result {
             Ok(_) => b.frames += 1,
@@ -873,39 +878,56 @@ impl V4l2Source {
             Err(CaptureError::Disconnected(_)) => b.disconnected += 1,
             Err(CaptureError::Fatal(_)) => {}
         }
-        let elapsed = b.since.elapsed();
-        if elapsed >= Duration::from_secs(1) {
-            let size = self.open.as_ref().map(|o| (o.width, o.height)).unwrap_or_default();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(b.since);
+        if elapsed < Duration::from_secs(1) {
+            return;
+        }
+        let dev = self.settings.device.display();
+        let delivered = b.frames + b.no_signal + b.bad;
+        // More than a quarter of the frames lost: worth a warning (rate-limited).
+        if b.skipped * 4 > delivered + b.skipped && now >= self.next_gap_log {
+            log::warn!(
+                "{dev}: the driver skipped {} of {} frames in the last {:.1} s ({} in all)",
+                b.skipped,
+                delivered + b.skipped,
+                elapsed.as_secs_f32(),
+                self.driver_skipped
+            );
+            self.next_gap_log = now + GAP_LOG_INTERVAL;
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            let (w, h) = self.open.as_ref().map(|o| (o.width, o.height)).unwrap_or_default();
             log::debug!(
-                "{}: {} frames ({}x{}), {} no-signal, {} bad, {} timeouts, {} disconnected in {:.1} s",
-                self.settings.device.display(),
+                "{dev}: {} frames ({w}x{h}), {} no-signal, {} bad, {} skipped by the driver, {} timeouts, \
+                 {} disconnected in {:.1} s",
                 b.frames,
-                size.0,
-                size.1,
                 b.no_signal,
                 b.bad,
+                b.skipped,
                 b.timeouts,
                 b.disconnected,
                 elapsed.as_secs_f32()
             );
-            *b = Heartbeat { since: Instant::now(), ..Heartbeat::default() };
         }
+        *b = Heartbeat { since: now, ..Heartbeat::default() };
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Heartbeat {
     since: Instant,
-    frames: u32,
-    no_signal: u32,
-    bad: u32,
-    timeouts: u32,
-    disconnected: u32,
+    frames: u64,
+    no_signal: u64,
+    bad: u64,
+    skipped: u64,
+    timeouts: u64,
+    disconnected: u64,
 }
 
 impl Default for Heartbeat {
     fn default() -> Self {
-        Self { since: Instant::now(), frames: 0, no_signal: 0, bad: 0, timeouts: 0, disconnected: 0 }
+        Self { since: Instant::now(), frames: 0, no_signal: 0, bad: 0, skipped: 0, timeouts: 0, disconnected: 0 }
     }
 }
 
@@ -983,13 +1005,13 @@ mod tests {
 
     /// The numbers linux/videodev2.h gives on 64-bit targets.
     #[test]
-    #[cfg(target_pointer_width = "64")]
+    #[cfg(all(target_pointer_width = "64", not(target_env = "musl")))]
     fn ioctl_numbers_match_videodev2() {
-        assert_eq!(ioc::S_DV_TIMINGS as u64, 0xc084_5657);
-        assert_eq!(ioc::G_DV_TIMINGS as u64, 0xc084_5658);
-        assert_eq!(ioc::DQEVENT as u64, 0x8088_5659);
-        assert_eq!(ioc::SUBSCRIBE_EVENT as u64, 0x4020_565a);
-        assert_eq!(ioc::QUERY_DV_TIMINGS as u64, 0x8084_5663);
+        assert_eq!(ioc::S_DV_TIMINGS, 0xc084_5657);
+        assert_eq!(ioc::G_DV_TIMINGS, 0xc084_5658);
+        assert_eq!(ioc::DQEVENT, 0x8088_5659);
+        assert_eq!(ioc::SUBSCRIBE_EVENT, 0x4020_565a);
+        assert_eq!(ioc::QUERY_DV_TIMINGS, 0x8084_5663);
     }
 
     #[test]
@@ -1010,6 +1032,23 @@ mod tests {
             total_height: 750,
         };
         assert_eq!(t.to_string(), "1280x720p60.00");
+    }
+
+    #[test]
+    fn same_mode_tolerates_measured_clocks() {
+        let p60 = Timings {
+            width: 1920,
+            height: 1080,
+            interlaced: false,
+            pixelclock: 148_500_000,
+            total_width: 2200,
+            total_height: 1125,
+        };
+        let measured = Timings { pixelclock: 148_351_648, ..p60 };
+        assert!(p60.same_mode(&measured), "59.94 Hz is the same mode");
+        assert!(!p60.same_mode(&Timings { pixelclock: 123_750_000, ..p60 }), "50 Hz is another mode");
+        assert!(!p60.same_mode(&Timings { width: 1280, height: 720, ..p60 }));
+        assert!(!p60.same_mode(&Timings { interlaced: true, ..p60 }));
     }
 
     #[test]

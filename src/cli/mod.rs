@@ -8,7 +8,9 @@ pub(crate) mod eval;
 mod prepare;
 mod probe;
 mod run;
+mod sign;
 pub(crate) mod simulate;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -46,6 +48,10 @@ enum Command {
     Prepare(prepare::Args),
     /// Per-stage latency, frames per second, peak RSS and cold start on a 1080p screen.
     Bench(bench::Args),
+    /// Run the simulated feed through the whole pipeline for many frames, sampling RSS.
+    Soak(soak::Args),
+    /// Sign a model's manifest with an ed25519 key (manifest.toml.sig), or make a key pair.
+    Sign(sign::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -67,6 +73,8 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Prepare(args) => prepare::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Soak(args) => soak::run(args),
+        Command::Sign(args) => sign::run(args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -91,6 +91,14 @@ fn summarize(name: &str, labels: &[bool], scores: &[f64], threshold: f64) -> Res
     })
 }
 
+/// A reader's operating threshold: 0.5 for probabilities and 0/1 calls; the middle of the
+/// scale for ordinal scores (3 on a 1-5 confidence scale: "uncertain" counts as positive,
+/// as a screening reader would refer it).
+pub fn reader_threshold(scores: &[f64]) -> f64 {
+    let (lo, hi) = scores.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+    if lo >= 0.0 && hi <= 1.0 { 0.5 } else { (lo + hi) / 2.0 }
+}
+
 /// Computes every number of the report from scored cases.
 pub fn evaluate(
     cases: &[ScoredCase],
@@ -108,8 +116,7 @@ pub fn evaluate(
     let mut delong = Vec::new();
     for (r, name) in reader_names.iter().enumerate() {
         let scores: Vec<f64> = cases.iter().map(|c| c.readers[r]).collect();
-        // Reader scores are probabilities or 0/1 calls: 0.5 splits both.
-        readers.push(summarize(name, &labels, &scores, 0.5)?);
+        readers.push(summarize(name, &labels, &scores, reader_threshold(&scores))?);
         match metrics::delong_test(&labels, &scores, &model_scores) {
             Ok(d) => delong.push(Comparison {
                 reader: name.clone(),
@@ -233,10 +240,15 @@ pub fn markdown(r: &EvalReport) -> String {
     );
     let header = "| reader | n | accuracy | sensitivity | specificity | PPV | NPV | AUC (95% CI, DeLong) | TP / FP / TN / FN |\n|---|---|---|---|---|---|---|---|---|";
     let _ = writeln!(md, "## At the operating threshold\n\n{header}");
-    for s in &r.readers {
-        let _ = writeln!(md, "{}", row(s, &s.at_threshold));
+    for s in r.readers.iter().chain(std::iter::once(&r.model)) {
+        let t = s.at_threshold.threshold;
+        let _ = writeln!(
+            md,
+            "{}",
+            row(s, &s.at_threshold).replacen(&format!("| {} |", s.name), &format!("| {} (t = {t}) |", s.name), 1)
+        );
     }
-    let _ = writeln!(md, "{}\n", row(&r.model, &r.model.at_threshold));
+    let _ = writeln!(md);
     let _ = writeln!(md, "## At the Youden-optimal threshold\n\n{header}");
     for s in r.readers.iter().chain(std::iter::once(&r.model)) {
         let _ = writeln!(

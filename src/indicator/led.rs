@@ -77,7 +77,8 @@ impl<L: Led> Indicator for LedIndicator<L> {
     }
 }
 
-/// Raspberry Pi GPIO through rppal.
+/// Raspberry Pi GPIO through rppal (Pi 1..5; the Pi 5's RP1 through /dev/gpiomem0). Other boards:
+/// the GPIO character device, [`crate::indicator::gpiocdev`].
 #[cfg(target_os = "linux")]
 pub mod rpi {
     use anyhow::{Context, Result};

@@ -17,7 +17,7 @@ const ECHO_ERROR: f32 = 0.4;
 
 /// The reader's 5-point score for a case; deterministic from the case seed.
 pub fn reader_score(case: &KidneyCase, seed: u64) -> u8 {
-    let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x5EAD_E4_5EAD);
+    let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x005E_ADE4_5EAD);
     let length = case.length_cm + Normal::new(0.0, LENGTH_ERROR_CM).map_or(0.0, |d| d.sample(&mut rng));
     let ratio = case.cortex_echo / case.liver_echo + Normal::new(0.0, ECHO_ERROR).map_or(0.0, |d| d.sample(&mut rng));
     // Small kidney and bright cortex both point to ESRD; 9.5 cm and ratio 0.9 are the cut-offs.

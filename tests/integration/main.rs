@@ -8,6 +8,7 @@ mod cli;
 mod eval;
 mod model;
 mod pipeline;
+mod reliability;
 mod screen;
 
 use std::path::{Path, PathBuf};

@@ -88,3 +88,35 @@ fn flat_and_noise_frames_are_no_signal() {
     assert_eq!(ScreenLocator::new(None).locate(&noise), ScreenState::NoSignal);
     assert_eq!(ScreenLocator::new(Some(IMAGE_720P)).locate(&noise), ScreenState::NoSignal);
 }
+
+/// The same screen as a dongle in 1080p mode delivers it (scaled by 1.5).
+fn upscaled_to_1080p(frame: &LumaFrame) -> LumaFrame {
+    let img = image::GrayImage::from_raw(frame.width(), frame.height(), frame.pixels().to_vec()).unwrap();
+    let big = image::imageops::resize(&img, 1920, 1080, image::imageops::FilterType::Triangle);
+    LumaFrame::from_vec(1920, 1080, big.into_raw()).unwrap()
+}
+
+#[test]
+fn profile_rectangle_follows_a_capture_mode_change() {
+    let (path, _) = &fixture_screens()[1];
+    let small = load(path);
+    let big = upscaled_to_1080p(&small);
+    let mut locator = ScreenLocator::new(Some(IMAGE_720P)).measured_on(Some((1280, 720)));
+    assert_eq!(locator.locate(&small), ScreenState::Image(IMAGE_720P));
+    // Same screen, scaled: the rectangle scales with it instead of pointing elsewhere.
+    assert_eq!(locator.locate(&big), ScreenState::Image(Rect::new(390, 144, 960, 780)));
+    assert_eq!(locator.locate(&small), ScreenState::Image(IMAGE_720P));
+}
+
+#[test]
+fn detected_rectangle_is_not_carried_across_a_capture_mode_change() {
+    let (path, _) = &fixture_screens()[1];
+    let small = load(path);
+    let big = upscaled_to_1080p(&small);
+    let fresh = ScreenLocator::new(None).locate(&big);
+    let mut locator = ScreenLocator::new(None);
+    assert!(matches!(locator.locate(&small), ScreenState::Image(_)));
+    assert_eq!(locator.locate(&big), fresh, "the 720p lock must not survive the switch to 1080p");
+    let ScreenState::Image(r) = fresh else { panic!("no image found on the 1080p screen") };
+    assert!(r.x >= 385 && r.y >= 140 && r.right() <= 1355 && r.bottom() <= 929, "{r}");
+}

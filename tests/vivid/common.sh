@@ -6,6 +6,7 @@
 # follows the source timings as on an HDMI receiver.
 VIVID_OPTS="n_devs=1 node_types=0x1 num_inputs=1 input_types=0x3 ccs_cap_mode=0 vid_cap_nr=0"
 DEV=/dev/video0
+# shellcheck disable=SC2034 # used by the scenarios that source this file
 LOG=/tmp/ks.log
 T0=$(cut -d' ' -f1 /proc/uptime)
 

@@ -1,5 +1,6 @@
 #!/bin/sh
 # Prints what vivid offers (ks.scenario=explore): controls, formats, DV timings, our probe.
+# shellcheck source=tests/vivid/common.sh
 . /opt/ks/common.sh
 load_vivid
 v4l2-ctl --list-devices
