@@ -267,8 +267,15 @@ pub fn markdown(r: &EvalReport) -> String {
             "\n## DeLong test, model vs reader (paired, two-sided)\n\n| reader | AUC reader | AUC model | Z | P |\n|---|---|---|---|---|"
         );
         for d in &r.delong {
-            let _ =
-                writeln!(md, "| {} | {:.3} | {:.3} | {:.3} | {:.4} |", d.reader, d.auc_reader, d.auc_model, d.z, d.p);
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} | {:.3} | {:.3} | {} |",
+                d.reader,
+                d.auc_reader,
+                d.auc_model,
+                d.z,
+                format_p(d.p)
+            );
         }
     }
     if !r.folds.is_empty() {
@@ -354,4 +361,18 @@ pub fn write_all(out: &Path, report: &EvalReport, cases: &[ScoredCase], reader_n
         points: metrics::roc_points(&labels, &model_scores),
     });
     super::plot::roc_figure(&out.join("roc"), "ROC: model and readers", &curves)
+}
+
+/// P as journals print it: four decimals, and "< 0.0001" rather than a misleading 0.0000.
+fn format_p(p: f64) -> String {
+    if p < 1e-4 { "< 0.0001".to_string() } else { format!("{p:.4}") }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tiny_p_is_not_printed_as_zero() {
+        assert_eq!(super::format_p(0.002), "0.0020");
+        assert_eq!(super::format_p(1e-13), "< 0.0001");
+    }
 }
