@@ -132,6 +132,12 @@ pub fn run(args: Args) -> Result<()> {
     let (n, warm) = (args.iterations, args.warmup);
     let mut scratch = Vec::new();
     let mut stats = Vec::new();
+    // The demo's source, not a pipeline stage: reported so its live frame rate is known.
+    let mut sim_frame = LumaFrame::default();
+    stats.push(time_stage("simulator_frame", warm, n, || {
+        sim.next_rgb().to_luma(&mut sim_frame);
+        Ok(())
+    })?);
     stats.push(time_stage("decode_yuyv", warm, n, || {
         convert::to_luma(PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
     })?);
