@@ -26,6 +26,7 @@ pub mod indicator;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
+pub mod resize;
 pub mod roi;
 pub mod screen;
 pub mod setup;
