@@ -37,7 +37,7 @@ pub fn resolve_model_dir(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// Loads the model with tract's thread setting applied.
+/// Loads the model from a directory (as given, beside the executable, or in the source tree).
 pub fn load_model(dir: &Path) -> Result<Classifier> {
     load_model_verified(dir, None)
 }
