@@ -124,11 +124,8 @@ impl Axis {
 
     /// fast_image_resize `Normalizer16::new`.
     fn normalize(&mut self, weights: &[f64]) {
-        let max_weight = weights
-            .iter()
-            .copied()
-            .reduce(|a, b| if b.partial_cmp(&a).unwrap().is_ge() { b } else { a })
-            .unwrap_or(0.0);
+        // Filter weights are never negative, so 0 is a safe floor (and the empty case's answer).
+        let max_weight = weights.iter().copied().fold(0.0, f64::max);
         let mut precision = 0u8;
         for cur_precision in 0..PRECISION_BITS {
             precision = cur_precision;
