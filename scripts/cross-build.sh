@@ -4,8 +4,10 @@
 # dist/kidney-screen-ARCH.tar.gz holds bin/kidney-screen, models/, boards/, deploy/ (systemd
 # unit, udev rule, install.sh) and docs/install.md; scripts/deploy.sh copies it to a board.
 # aarch64: Pi 3/4/5, Zero 2 W on 64-bit OS, RK3588. armv7: Pi 3 / Zero 2 W on 32-bit OS.
-# Uses Debian's rustc-web toolchain (rustc 1.85 with ARM std) when rustup has no ARM target;
-# its own target dir keeps it from evicting the host build.
+# Uses the host's rustc. Where rustup has no std for the target (no download server here),
+# std is built from source with -Zbuild-std, the source being Debian's rust-src of the same
+# rustc version (scripts/arm-toolchain.sh); host and board then run one compiler.
+# Its own target dir keeps it from evicting the host build.
 set -euo pipefail
 arch=${1:-aarch64}
 case "$arch" in
@@ -14,16 +16,19 @@ case "$arch" in
   *) echo "usage: $0 aarch64|armv7 [--no-package]" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
-if rustup target list --installed 2>/dev/null | grep -qx "$target"; then
-  rustc_bin=$(rustup which rustc)
-else
-  rustc_bin=/usr/bin/rustc
-  [ -x "$rustc_bin" ] || { echo "no rustc for $target: install rustc-web and libstd-rust-web-dev:$([ "$arch" = armv7 ] && echo armhf || echo arm64)" >&2; exit 1; }
-fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
 # bindgen (v4l2-sys) must parse the target's kernel headers, not the host's.
 export BINDGEN_EXTRA_CLANG_ARGS="--sysroot=$sysroot --target=$target"
-RUSTC=$rustc_bin cargo build --release --locked --target "$target" --bin kidney-screen
+build_std=()
+if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+  library=$(scripts/arm-toolchain.sh)
+  case "$library" in /*) ;; *) library="$PWD/$library" ;; esac
+  # -Zbuild-std on the stable compiler: RUSTC_BOOTSTRAP lets cargo use it, and cargo takes the
+  # std source from this path (its override of the sysroot's rust-src location).
+  export RUSTC_BOOTSTRAP=1 __CARGO_TESTS_ONLY_SRC_ROOT="$library"
+  build_std=(-Zbuild-std=std,panic_unwind)
+fi
+cargo build --release --locked --target "$target" "${build_std[@]}" --bin kidney-screen
 bin="$CARGO_TARGET_DIR/$target/release/kidney-screen"
 echo "built $bin ($(du -h "$bin" | cut -f1))"
 [ "${2:-}" = "--no-package" ] && exit 0

@@ -189,10 +189,8 @@ fn open_file(path: &Path) -> Result<Opened> {
             }
         }
     }
-    if !existed {
-        if let Some(dir) = path.parent() {
-            sync_dir(dir);
-        }
+    if !existed && let Some(dir) = path.parent() {
+        sync_dir(dir);
     }
     Ok(Opened { file, len, needs_newline, identity: identity(&meta) })
 }
@@ -373,10 +371,11 @@ impl AuditLog {
 
     /// One record: rotation if due, then a single write.
     fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.len > 0 && self.len + line.len() as u64 > self.options.max_bytes {
-            if let Err(e) = self.rotate() {
-                log::error!("cannot rotate audit log {}: {e:#}; appending to it", self.path.display());
-            }
+        if self.len > 0
+            && self.len + line.len() as u64 > self.options.max_bytes
+            && let Err(e) = self.rotate()
+        {
+            log::error!("cannot rotate audit log {}: {e:#}; appending to it", self.path.display());
         }
         if self.needs_newline {
             self.write_raw(b"\n")?;
@@ -408,12 +407,12 @@ impl AuditLog {
                 Ok(())
             }
             Err(e) => {
-                if done > 0 {
-                    if let Err(cut) = self.file.set_len(self.len) {
-                        log::error!("cannot cut a torn audit record from {}: {cut}", self.path.display());
-                        self.len += done as u64;
-                        self.needs_newline = true;
-                    }
+                if done > 0
+                    && let Err(cut) = self.file.set_len(self.len)
+                {
+                    log::error!("cannot cut a torn audit record from {}: {cut}", self.path.display());
+                    self.len += done as u64;
+                    self.needs_newline = true;
                 }
                 Err(e)
             }

@@ -24,6 +24,7 @@ pub mod frame;
 pub mod geometry;
 pub mod indicator;
 pub mod model;
+pub mod model_prep;
 pub mod pipeline;
 pub mod preprocess;
 pub mod resize;

@@ -175,13 +175,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
-type Plan = TypedSimplePlan<TypedModel>;
-
 /// A loaded, verified, optimised model ready to classify tensors.
 pub struct Classifier {
     manifest: Manifest,
     model_path: PathBuf,
-    state: TypedSimpleState<TypedModel, std::sync::Arc<Plan>>,
+    state: TypedSimpleState,
     input: Tensor,
     positive: usize,
 }
@@ -220,10 +218,16 @@ impl Classifier {
             .model_for_read(&mut std::io::Cursor::new(&bytes))
             .with_context(|| format!("{} is not a loadable ONNX model", model_path.display()))?;
         check_declared_input(&model, [1, 3, h, w]).with_context(|| format!("model file {}", model_path.display()))?;
-        let model = model
+        let mut model = model
             .with_input_fact(0, f32::fact([1, 3, h, w]).into())
             .and_then(|m| m.into_optimized())
             .with_context(|| format!("cannot prepare model {} for a 1x3x{h}x{w} input", model_path.display()))?;
+        // KIDNEY_SCREEN_TRACT_ONLY=1 keeps tract's own ops, to measure what preparation buys.
+        if std::env::var_os("KIDNEY_SCREEN_TRACT_ONLY").is_none() {
+            let prepared = crate::model_prep::prepare(&mut model)
+                .with_context(|| format!("cannot prepare model {}", model_path.display()))?;
+            log::debug!("{}: {prepared:?}", model_path.display());
+        }
         ensure!(
             model.outputs.len() == 1,
             "model {} has {} outputs, expected 1",
@@ -241,8 +245,8 @@ impl Classifier {
             "model {} outputs shape {out_shape:?}, the manifest declares 2 classes",
             model_path.display()
         );
-        let plan = std::sync::Arc::new(model.into_runnable()?);
-        let state = SimpleState::new(plan)?;
+        let plan = model.into_runnable()?;
+        let state = TypedSimpleState::new(&plan)?;
         let positive = manifest.positive_index();
         Ok(Self { input: Tensor::zero::<f32>(&[1, 3, h, w])?, manifest, model_path, state, positive })
     }
@@ -257,11 +261,13 @@ impl Classifier {
 
     /// Probability of the positive class for one preprocessed NCHW tensor.
     pub fn probability(&mut self, tensor: &[f32]) -> Result<f32> {
-        let dst = self.input.as_slice_mut::<f32>()?;
+        let mut view = self.input.try_as_plain_ram_mut()?;
+        let dst = view.as_slice_mut::<f32>()?;
         ensure!(dst.len() == tensor.len(), "tensor of {} values, the model takes {}", tensor.len(), dst.len());
         dst.copy_from_slice(tensor);
         let outputs = self.state.run(tvec!(self.input.clone().into_tvalue()))?;
-        let out = outputs[0].as_slice::<f32>()?;
+        let out_view = outputs[0].try_as_plain_ram()?;
+        let out = out_view.as_slice::<f32>()?;
         let (a, b) = (out[0], out[1]);
         ensure!(a.is_finite() && b.is_finite(), "model output is not finite ({a}, {b})");
         let p = match self.manifest.output.kind {
@@ -274,6 +280,52 @@ impl Classifier {
         };
         ensure!((0.0..=1.0).contains(&p), "model probability {p} is outside 0..1");
         Ok(p)
+    }
+}
+
+/// Time spent in one kind of tract op during [`Classifier::profile_ops`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    pub op: String,
+    pub nodes: usize,
+    pub ms_per_run: f64,
+}
+
+impl Classifier {
+    /// Runs the model `runs` times on `tensor`, timing every node, and returns the time per op
+    /// kind (most expensive first). For `bench --ops`: where the inference time goes.
+    pub fn profile_ops(&mut self, tensor: &[f32], runs: usize) -> Result<Vec<OpTime>> {
+        use std::collections::HashMap;
+        ensure!(runs > 0, "profile needs at least one run");
+        {
+            let mut view = self.input.try_as_plain_ram_mut()?;
+            let dst = view.as_slice_mut::<f32>()?;
+            ensure!(dst.len() == tensor.len(), "tensor of {} values, the model takes {}", tensor.len(), dst.len());
+            dst.copy_from_slice(tensor);
+        }
+        let mut per_node: HashMap<usize, (String, f64)> = HashMap::new();
+        for _ in 0..runs {
+            let input = tvec!(self.input.clone().into_tvalue());
+            self.state.run_plan_with_eval(input, |session, op_state, node, inputs| {
+                let start = std::time::Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+                let entry = per_node.entry(node.id).or_insert_with(|| (node.op.name().to_string(), 0.0));
+                entry.1 += start.elapsed().as_secs_f64();
+                out
+            })?;
+        }
+        let mut by_op: HashMap<String, (usize, f64)> = HashMap::new();
+        for (name, secs) in per_node.into_values() {
+            let e = by_op.entry(name).or_default();
+            e.0 += 1;
+            e.1 += secs;
+        }
+        let mut ops: Vec<OpTime> = by_op
+            .into_iter()
+            .map(|(op, (nodes, secs))| OpTime { op, nodes, ms_per_run: secs * 1e3 / runs as f64 })
+            .collect();
+        ops.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
+        Ok(ops)
     }
 }
 

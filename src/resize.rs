@@ -173,7 +173,7 @@ impl GreyResizer {
     pub fn resize(&mut self, src: &[u8], src_width: u32, src_height: u32, crop: Rect, dst: &mut [u8], dst_width: u32) {
         assert!(crop.fits_in(src_width, src_height), "crop {crop} outside the {src_width}x{src_height} frame");
         assert_eq!(src.len(), src_width as usize * src_height as usize, "frame buffer does not match its size");
-        assert!(dst_width > 0 && dst.len() % dst_width as usize == 0, "destination is not {dst_width} wide");
+        assert!(dst_width > 0 && dst.len().is_multiple_of(dst_width as usize), "destination is not {dst_width} wide");
         let dst_height = (dst.len() / dst_width as usize) as u32;
         if dst_height == 0 {
             return;
@@ -304,7 +304,7 @@ mod tests {
     fn noise(w: u32, h: u32, seed: u64) -> Vec<u8> {
         let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
         // Half the frames are smooth-ish with hard edges, half pure noise: both extremes of 0..=255.
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             (0..w as usize * h as usize).map(|_| rng.r#gen::<u8>()).collect()
         } else {
             let (a, b): (u8, u8) = (rng.r#gen(), rng.r#gen());

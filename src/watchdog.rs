@@ -177,11 +177,11 @@ impl Notifier {
         if !self.enabled() {
             return;
         }
-        if let Some(every) = self.ping_every {
-            if self.last_ping.is_none_or(|t| now.saturating_duration_since(t) >= every) {
-                self.send(b"WATCHDOG=1");
-                self.last_ping = Some(now);
-            }
+        if let Some(every) = self.ping_every
+            && self.last_ping.is_none_or(|t| now.saturating_duration_since(t) >= every)
+        {
+            self.send(b"WATCHDOG=1");
+            self.last_ping = Some(now);
         }
         let index = status_index(shown);
         let due = match self.last_status {
@@ -196,15 +196,14 @@ impl Notifier {
 
     fn send(&self, message: &[u8]) {
         #[cfg(target_os = "linux")]
-        if let Some(socket) = &self.socket {
-            if let Err(e) = socket.send(message) {
-                if !self.warned.replace(true) {
-                    log::warn!(
-                        "cannot notify systemd ({}): {e}; further failures are not logged",
-                        String::from_utf8_lossy(message)
-                    );
-                }
-            }
+        if let Some(socket) = &self.socket
+            && let Err(e) = socket.send(message)
+            && !self.warned.replace(true)
+        {
+            log::warn!(
+                "cannot notify systemd ({}): {e}; further failures are not logged",
+                String::from_utf8_lossy(message)
+            );
         }
         #[cfg(not(target_os = "linux"))]
         let _ = message;

@@ -89,20 +89,30 @@ pub enum LumaRange {
     Full,
 }
 
+/// Limited-range luma (16..235) to full range, rounding to nearest: the exact value of
+/// `((v - 16) * 510 + 219) / 438` clamped to 0..255, written in u16 arithmetic
+/// (`255 * 239 + 109` fits) so that the compiler vectorises it; a table lookup does not.
+#[inline(always)]
+fn limited_to_full(v: u8) -> u8 {
+    let x = v.saturating_sub(16) as u16;
+    ((x * 255 + 109) / 219).min(255) as u8
+}
+
 /// Expands limited-range luma (16..235) to full range in place, rounding to nearest.
 pub fn expand_limited_range(luma: &mut [u8]) {
-    static LUT: std::sync::OnceLock<[u8; 256]> = std::sync::OnceLock::new();
-    let lut = LUT.get_or_init(|| {
-        let mut t = [0u8; 256];
-        for (v, slot) in t.iter_mut().enumerate() {
-            let full = ((v as i32 - 16) * 255 * 2 + 219) / (219 * 2);
-            *slot = full.clamp(0, 255) as u8;
-        }
-        t
-    });
     for v in luma {
-        *v = lut[*v as usize];
+        *v = limited_to_full(*v);
     }
+}
+
+/// YUYV luma expanded from limited range in the same pass (one read of the frame, not two).
+fn yuyv_to_full_range_luma(data: &[u8], width: u32, height: u32, out: &mut [u8]) -> Result<()> {
+    check_len(PixelFormat::Yuyv, data, width, height)?;
+    let n = width as usize * height as usize;
+    for (dst, pair) in out[..n].iter_mut().zip(data.chunks_exact(2)) {
+        *dst = limited_to_full(pair[0]);
+    }
+    Ok(())
 }
 
 /// Full-range BT.601 luma from RGB, integer arithmetic; exact identity on grey pixels.
@@ -149,12 +159,10 @@ pub fn to_luma(
     out.reshape(width, height);
     let dst = out.pixels_mut();
     match format {
-        PixelFormat::Yuyv | PixelFormat::Nv12 => {
-            if format == PixelFormat::Yuyv {
-                yuyv_to_luma(data, width, height, dst)?;
-            } else {
-                nv12_to_luma(data, width, height, dst)?;
-            }
+        PixelFormat::Yuyv if range == LumaRange::Limited => yuyv_to_full_range_luma(data, width, height, dst),
+        PixelFormat::Yuyv => yuyv_to_luma(data, width, height, dst),
+        PixelFormat::Nv12 => {
+            nv12_to_luma(data, width, height, dst)?;
             if range == LumaRange::Limited {
                 expand_limited_range(dst);
             }
@@ -187,6 +195,25 @@ mod tests {
         let mut scratch = Vec::new();
         assert!(mjpeg_to_luma(&[0xFF, 0xD8, 0xFF], 4, 4, &mut out, &mut scratch).is_err());
         assert!(mjpeg_to_luma(&[], 4, 4, &mut out, &mut scratch).is_err());
+    }
+
+    #[test]
+    fn limited_range_formula_is_exact_for_every_byte() {
+        for v in 0..=255u8 {
+            // The rounding definition, in i32 with truncating division.
+            let reference = (((v as i32 - 16) * 510 + 219) / 438).clamp(0, 255) as u8;
+            assert_eq!(limited_to_full(v), reference, "luma {v}");
+        }
+    }
+
+    #[test]
+    fn fused_yuyv_equals_extract_then_expand() {
+        let data: Vec<u8> = (0..2 * 37 * 3).map(|i| (i * 97 % 256) as u8).collect();
+        let (mut fused, mut two_pass) = ([0u8; 37 * 3], [0u8; 37 * 3]);
+        yuyv_to_full_range_luma(&data, 37, 3, &mut fused).unwrap();
+        yuyv_to_luma(&data, 37, 3, &mut two_pass).unwrap();
+        expand_limited_range(&mut two_pass);
+        assert_eq!(fused, two_pass);
     }
 
     #[test]

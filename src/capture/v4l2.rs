@@ -325,11 +325,11 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         let fd = self.raw();
-        if self.streaming {
-            if let Err(e) = stream_on_off(fd, false) {
-                // Closing the file releases the queue anyway; nothing to panic about.
-                log::debug!("STREAMOFF on close failed: {e}");
-            }
+        if self.streaming
+            && let Err(e) = stream_on_off(fd, false)
+        {
+            // Closing the file releases the queue anyway; nothing to panic about.
+            log::debug!("STREAMOFF on close failed: {e}");
         }
         self.maps.clear();
         let _ = request_buffers(fd, 0);

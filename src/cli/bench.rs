@@ -39,6 +39,9 @@ pub struct Args {
     /// Use a 1280x720 screen instead of 1920x1080.
     #[arg(long)]
     hd720: bool,
+    /// Also time every tract op during inference and print the time per op kind.
+    #[arg(long)]
+    ops: bool,
 }
 
 /// A display that draws into its canvas and sends nothing: measures the rendering cost.
@@ -170,6 +173,7 @@ pub fn run(args: Args) -> Result<()> {
         p = classifier.probability(&tensor)?;
         Ok(())
     })?);
+    let op_times = if args.ops { classifier.profile_ops(&tensor, n)? } else { Vec::new() };
     let mut stabilizer = Stabilizer::new(4, 6)?;
     let mut shown = None;
     stats.push(time_stage("decision", warm, n, || {
@@ -191,7 +195,7 @@ pub fn run(args: Args) -> Result<()> {
             window: shown.window,
             uptime: Duration::from_millis(seq * 40),
             model_id: &manifest.id,
-            changed: seq % 25 == 0,
+            changed: seq.is_multiple_of(25),
             sequence: seq,
             roi: Some((rw, rh, pre.resized())),
         };
@@ -252,6 +256,15 @@ pub fn run(args: Args) -> Result<()> {
         "arch": std::env::consts::ARCH,
     });
     writeln!(out, "{summary}")?;
+    for t in &op_times {
+        writeln!(out, "{}", serde_json::json!({"op": t.op, "nodes": t.nodes, "ms_per_inference": t.ms_per_run}))?;
+    }
+    if !op_times.is_empty() {
+        eprintln!("{:<40} {:>6} {:>12}", "tract op (inference)", "nodes", "ms/inference");
+        for t in &op_times {
+            eprintln!("{:<40} {:>6} {:>12.3}", t.op, t.nodes, t.ms_per_run);
+        }
+    }
     eprintln!("{:<20} {:>10} {:>10}", "stage", "median ms", "p95 ms");
     for s in &stats {
         eprintln!("{:<20} {:>10.3} {:>10.3}", s.stage, s.median, s.p95);

@@ -85,13 +85,13 @@ pub fn run(args: Args) -> Result<()> {
             "frame {:>4} | truth: {truth:<13} | {frame} | shown: {shown} ({}/{})",
             outcome.sequence, outcome.shown.agreeing, outcome.shown.window
         );
-        if let (Segment::Scan(c), Some(v)) = (src.segment(), outcome.shown.verdict) {
-            if v.is_classification() {
-                scored += 1;
-                let right =
-                    matches!((c, v), (Condition::Normal, Verdict::Normal) | (Condition::Esrd, Verdict::EsrdSuspected));
-                agree += u32::from(right);
-            }
+        if let (Segment::Scan(c), Some(v)) = (src.segment(), outcome.shown.verdict)
+            && v.is_classification()
+        {
+            scored += 1;
+            let right =
+                matches!((c, v), (Condition::Normal, Verdict::Normal) | (Condition::Esrd, Verdict::EsrdSuspected));
+            agree += u32::from(right);
         }
     });
     pipeline.shutdown();

@@ -134,17 +134,17 @@ pub fn run(args: Args) -> Result<()> {
     let every = args.sample_every;
     let result = run_loop(&mut source, &mut pipeline, &stop, None, |outcome, _| {
         let frame = outcome.sequence + 1;
-        if frame % every == 0 {
-            if let Some((rss, hwm)) = rss_kib() {
-                let seconds = started.elapsed().as_secs_f64();
-                println!(
-                    "frame {frame:>7}: RSS {:7.1} MiB, peak {:7.1} MiB, {:6.1} frames/s",
-                    mib(rss),
-                    mib(hwm),
-                    frame as f64 / seconds
-                );
-                samples.push(Sample { frame, seconds, rss_kib: rss, hwm_kib: hwm });
-            }
+        if frame % every == 0
+            && let Some((rss, hwm)) = rss_kib()
+        {
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "frame {frame:>7}: RSS {:7.1} MiB, peak {:7.1} MiB, {:6.1} frames/s",
+                mib(rss),
+                mib(hwm),
+                frame as f64 / seconds
+            );
+            samples.push(Sample { frame, seconds, rss_kib: rss, hwm_kib: hwm });
         }
     });
     pipeline.shutdown();

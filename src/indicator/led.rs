@@ -21,7 +21,7 @@ pub const LAMP_TEST: Duration = Duration::from_millis(600);
 
 /// Which LEDs are lit: (green, amber, red).
 pub fn pattern(verdict: Option<Verdict>, uptime: Duration) -> (bool, bool, bool) {
-    let phase = |half: Duration| (uptime.as_millis() / half.as_millis()) % 2 == 0;
+    let phase = |half: Duration| (uptime.as_millis() / half.as_millis()).is_multiple_of(2);
     match verdict {
         None | Some(Verdict::NoImage) => (false, false, false),
         Some(Verdict::Normal) => (true, false, false),

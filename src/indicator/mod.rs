@@ -113,10 +113,10 @@ impl Indicator for Fanout {
     fn show(&mut self, state: &IndicatorState<'_>) -> Result<()> {
         let mut first = Ok(());
         for i in &mut self.0 {
-            if let Err(e) = i.show(state) {
-                if first.is_ok() {
-                    first = Err(e);
-                }
+            if let Err(e) = i.show(state)
+                && first.is_ok()
+            {
+                first = Err(e);
             }
         }
         first
@@ -125,10 +125,10 @@ impl Indicator for Fanout {
     fn safe_state(&mut self) -> Result<()> {
         let mut first = Ok(());
         for i in &mut self.0 {
-            if let Err(e) = i.safe_state() {
-                if first.is_ok() {
-                    first = Err(e);
-                }
+            if let Err(e) = i.safe_state()
+                && first.is_ok()
+            {
+                first = Err(e);
             }
         }
         first

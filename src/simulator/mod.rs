@@ -79,7 +79,7 @@ impl ScannerSimulator {
             }
             Segment::ProbeLifted | Segment::NoSignal => {
                 // Alternate conditions so a short demo shows both verdicts.
-                let condition = if self.patients_seen % 2 == 0 { Condition::Normal } else { Condition::Esrd };
+                let condition = if self.patients_seen.is_multiple_of(2) { Condition::Normal } else { Condition::Esrd };
                 self.patients_seen += 1;
                 let case = KidneyCase::sample(&mut self.rng, condition);
                 self.case = Some(case);

@@ -308,10 +308,12 @@ impl PhantomRenderer {
                 let mut amp = (self.re_blur[i].powi(2) + self.im_blur[i].powi(2)).sqrt();
                 let net_db = -case.attenuation_db_per_cm * depth * (1.0 - case.tgc_compensation);
                 amp *= 10f32.powf((net_db + case.gain_db) / 20.0);
-                if let Some((s0, s1, d0)) = case.shadow {
-                    if lateral_rel >= s0 && lateral_rel <= s1 && depth > d0 {
-                        amp *= 0.12;
-                    }
+                if let Some((s0, s1, d0)) = case.shadow
+                    && lateral_rel >= s0
+                    && lateral_rel <= s1
+                    && depth > d0
+                {
+                    amp *= 0.12;
                 }
                 let noise: f32 = normal.sample(&mut self.rng);
                 amp = (amp * amp + (case.noise_floor * noise).powi(2)).sqrt();

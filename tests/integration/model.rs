@@ -222,3 +222,38 @@ fn malformed_manifests_name_the_file_and_key() {
     let err = load_error(tmp.path());
     assert!(err.contains("manifest.toml"), "{err}");
 }
+
+/// The load-time graph preparation (src/model_prep.rs) must not change a single output bit:
+/// run the shipped int8 model with tract's own ops and with the replacements on every golden.
+#[test]
+fn prepared_int8_graph_gives_bit_identical_outputs() {
+    use tract_onnx::prelude::*;
+    let dir = shipped_model();
+    let manifest = Manifest::load(&dir).unwrap();
+    let (w, h) = (manifest.input.width as usize, manifest.input.height as usize);
+    let optimized = tract_onnx::onnx()
+        .model_for_path(dir.join(&manifest.file))
+        .unwrap()
+        .with_input_fact(0, f32::fact([1, 3, h, w]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap();
+    let mut prepared = optimized.clone();
+    let report = kidney_screen::model_prep::prepare(&mut prepared).unwrap();
+    // Every activation quantize of the QDQ graph: an input and an output one per convolution.
+    assert!(report.quantize_ops_replaced >= 121, "{report:?}");
+    let tract_plan = optimized.into_runnable().unwrap();
+    let prepared_plan = prepared.into_runnable().unwrap();
+    let cases = goldens().cases;
+    assert!(!cases.is_empty());
+    for case in &cases {
+        let values = read_f32(&golden_file(&case.name, "tensor.f32"));
+        let input = Tensor::from_shape(&[1, 3, h, w], &values).unwrap();
+        let a = tract_plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+        let b = prepared_plan.run(tvec!(input.into_tvalue())).unwrap();
+        let (a, b) = (a[0].try_as_plain_ram().unwrap(), b[0].try_as_plain_ram().unwrap());
+        let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b), "{}: tract {a:?}, prepared {b:?}", case.name);
+    }
+}

@@ -1,0 +1,130 @@
+//! Load-time preparation of the optimised tract graph: replaces ops whose generic implementation
+//! is slow with equivalent ones that the compiler vectorises. Results are bit-identical
+//! (tested), so the model's verdicts and parity figures do not change.
+//!
+//! tract 0.23's `QuantizeLinearU8` rounds each value through a branchy scalar
+//! `round_ties_to_even`: ~5 ns per value, about half of the int8 QDQ DenseNet's inference time
+//! (profiled in docs/speed). [`FastQuantizeU8`] computes the same bytes with a clamp and the
+//! float round-to-nearest-even trick, which vectorises on SSE2, AVX2 and NEON alike.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
+
+/// 1.5 * 2^23: adding and subtracting it rounds any |x| <= 2^22 to the nearest integer, ties to
+/// even (the default IEEE rounding mode), in two vectorisable instructions.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// `QuantizeLinearU8` semantics: `clamp(round_ties_even(x * scale) + zero_point, 0, 255)`, where
+/// tract's `scale` field already holds 1 / (ONNX y_scale).
+#[inline(always)]
+#[allow(clippy::manual_clamp)]
+fn quantize_u8(x: f32, scale: f32, zero_point: f32) -> u8 {
+    let y = x * scale;
+    // tract maps NaN to the zero point (NaN as i32 is 0); a select keeps that and vectorises.
+    let y = if y.is_nan() { 0.0 } else { y };
+    // Clamping first keeps the rounding trick in range and does not change the result: anything
+    // below -256 or above 512 saturates to 0 or 255 after the zero point either way. max/min,
+    // not clamp: clamp's NaN-propagating compare-and-select is not one vector instruction.
+    let y = y.max(-256.0).min(512.0);
+    let rounded = (y + ROUND_MAGIC) - ROUND_MAGIC;
+    let clamped = (rounded + zero_point).max(0.0).min(255.0);
+    // SAFETY: NaN was replaced above and max/min bound the value to 0..=255, so it is finite
+    // and fits i32. The checked `as` conversion would be the same value but stops LLVM from
+    // vectorising the loop (measured: 1.15 against 0.38 ns per value).
+    unsafe { clamped.to_int_unchecked::<i32>() as u8 }
+}
+
+tract_onnx::tract_core::element_wise_oop!(fast_quantize_u8,
+ FastQuantizeU8 {
+     scale: f32,
+     zero_point: u8
+ },
+ [f32] => u8 |op, xs, ys| {
+     // Locals, not field reads in the loop: the u8 stores could alias them for the optimiser.
+     let (scale, zero_point) = (op.scale, f32::from(op.zero_point));
+     for (x, y) in xs.iter().zip(ys.iter_mut()) {
+         *y = quantize_u8(*x, scale, zero_point);
+     }
+     Ok(())
+ };
+ info: |op: &FastQuantizeU8| Ok(vec![format!("scale: {} zero_point: {}", op.scale, op.zero_point)])
+);
+
+/// What [`prepare`] changed, for the log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    pub quantize_ops_replaced: usize,
+}
+
+/// Rewrites an optimised model in place. Only ops with f32 input are replaced (the fast path
+/// covers f32; tract's op also takes f16 and i32).
+pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
+    let mut prepared = Prepared::default();
+    for id in 0..model.nodes.len() {
+        let node = &model.nodes[id];
+        let Some(quantize) = node.op_as::<ElementWiseOp>().and_then(|op| op.0.downcast_ref::<QuantizeLinearU8>())
+        else {
+            continue;
+        };
+        let Some(&input) = node.inputs.first() else { continue };
+        if model.outlet_fact(input)?.datum_type != f32::datum_type() {
+            continue;
+        }
+        let replacement = fast_quantize_u8(quantize.scale, quantize.zero_point);
+        model.nodes[id].op = Box::new(replacement);
+        prepared.quantize_ops_replaced += 1;
+    }
+    Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tract_onnx::tract_core::ops::quant::quantize_linear_f32_u8;
+
+    fn assert_same(x: f32, scale: f32, zero_point: u8) {
+        assert_eq!(
+            quantize_u8(x, scale, f32::from(zero_point)),
+            quantize_linear_f32_u8(x, scale, i32::from(zero_point)),
+            "x = {x} ({:#x}), scale = {scale}, zero point {zero_point}",
+            x.to_bits()
+        );
+    }
+
+    #[test]
+    fn ties_and_edges_match_tract() {
+        for zero_point in [0u8, 1, 127, 128, 255] {
+            for half in -600..600 {
+                // Exact halves (ties), and the values either side of them.
+                let x = half as f32 * 0.5;
+                for v in [x, f32::from_bits(x.to_bits() + 1), f32::from_bits(x.to_bits().wrapping_sub(1))] {
+                    assert_same(v, 1.0, zero_point);
+                }
+            }
+            // tract's own version overflows i32 beyond ~2^31, so stay below that.
+            for x in [0.0, -0.0, f32::NAN, f32::MIN_POSITIVE, 1e-40, -1e-40, 1e9, -1e9] {
+                assert_same(x, 1.0, zero_point);
+                assert_same(x, 0.5, zero_point);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_matches_tract(x in -1e4f32..1e4, scale in 1e-3f32..1e3, zero_point: u8) {
+            assert_same(x, scale, zero_point);
+        }
+
+        #[test]
+        fn any_bit_pattern_matches_tract(bits: u32, scale in 1e-3f32..1e3, zero_point: u8) {
+            let x = f32::from_bits(bits);
+            // Beyond ~2^31 tract's own version overflows i32 (`as i32` saturates, then the zero
+            // point is added), so compare where it is defined: NaN and |x * scale| < 1e9.
+            prop_assume!(x.is_nan() || (x * scale).abs() < 1e9);
+            assert_same(x, scale, zero_point);
+        }
+    }
+}
