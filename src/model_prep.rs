@@ -3,9 +3,10 @@
 //! (tested), so the model's verdicts and parity figures do not change.
 //!
 //! tract 0.23's `QuantizeLinearU8` rounds each value through a branchy scalar
-//! `round_ties_to_even`: ~5 ns per value, about half of the int8 QDQ DenseNet's inference time
-//! (profiled in docs/speed). [`FastQuantizeU8`] computes the same bytes with a clamp and the
-//! float round-to-nearest-even trick, which vectorises on SSE2, AVX2 and NEON alike.
+//! `round_ties_to_even`: 25 of the int8 QDQ DenseNet's 48 ms per inference on the development
+//! machine (`bench --ops`, README "Speed"). [`FastQuantizeU8`] computes the same bytes with
+//! max/min and the float round-to-nearest-even trick, which vectorise on SSE2 and NEON alike
+//! (16 ms there).
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
