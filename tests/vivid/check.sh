@@ -6,8 +6,12 @@ set -u
 CONSOLE=${1:?usage: check.sh console.log}
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
-# The scenario's log, without the serial console's carriage returns.
-sed -n '/^===== kidney-screen log =====/,/^===== end of log =====/p' "$CONSOLE" | tr -d '\r' >"$LOG"
+# The scenario's log, without the serial console's carriage returns and escape sequences. The
+# start marker can share a line with the firmware's last output (SeaBIOS's "Booting from ROM.."
+# and a screen clear, no newline), so it is put on a line of its own first.
+sed -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' -e 's/\r//g' \
+    -e 's/.\(===== kidney-screen log =====\)/\n\1/' "$CONSOLE" |
+    sed -n '/^===== kidney-screen log =====/,/^===== end of log =====/p' >"$LOG"
 if [ ! -s "$LOG" ]; then
     echo "FAIL no scenario log in $CONSOLE"
     exit 1
