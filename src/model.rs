@@ -259,12 +259,18 @@ impl Classifier {
         &self.model_path
     }
 
-    /// Probability of the positive class for one preprocessed NCHW tensor.
-    pub fn probability(&mut self, tensor: &[f32]) -> Result<f32> {
+    /// Copies one preprocessed NCHW tensor into the reused input tensor.
+    fn set_input(&mut self, tensor: &[f32]) -> Result<()> {
         let mut view = self.input.try_as_plain_ram_mut()?;
         let dst = view.as_slice_mut::<f32>()?;
         ensure!(dst.len() == tensor.len(), "tensor of {} values, the model takes {}", tensor.len(), dst.len());
         dst.copy_from_slice(tensor);
+        Ok(())
+    }
+
+    /// Probability of the positive class for one preprocessed NCHW tensor.
+    pub fn probability(&mut self, tensor: &[f32]) -> Result<f32> {
+        self.set_input(tensor)?;
         let outputs = self.state.run(tvec!(self.input.clone().into_tvalue()))?;
         let out_view = outputs[0].try_as_plain_ram()?;
         let out = out_view.as_slice::<f32>()?;
@@ -297,12 +303,7 @@ impl Classifier {
     pub fn profile_ops(&mut self, tensor: &[f32], runs: usize) -> Result<Vec<OpTime>> {
         use std::collections::HashMap;
         ensure!(runs > 0, "profile needs at least one run");
-        {
-            let mut view = self.input.try_as_plain_ram_mut()?;
-            let dst = view.as_slice_mut::<f32>()?;
-            ensure!(dst.len() == tensor.len(), "tensor of {} values, the model takes {}", tensor.len(), dst.len());
-            dst.copy_from_slice(tensor);
-        }
+        self.set_input(tensor)?;
         let mut per_node: HashMap<usize, (String, f64)> = HashMap::new();
         for _ in 0..runs {
             let input = tvec!(self.input.clone().into_tvalue());
