@@ -11,6 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
+use crate::model_prep::eval_node;
 use crate::preprocess::Normalization;
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
@@ -182,6 +183,8 @@ pub struct Classifier {
     state: TypedSimpleState,
     input: Tensor,
     positive: usize,
+    /// Evaluate with tract's own `plan::eval` instead of [`eval_node`].
+    tract_only: bool,
 }
 
 impl Classifier {
@@ -222,8 +225,10 @@ impl Classifier {
             .with_input_fact(0, f32::fact([1, 3, h, w]).into())
             .and_then(|m| m.into_optimized())
             .with_context(|| format!("cannot prepare model {} for a 1x3x{h}x{w} input", model_path.display()))?;
-        // KIDNEY_SCREEN_TRACT_ONLY=1 keeps tract's own ops, to measure what preparation buys.
-        if std::env::var_os("KIDNEY_SCREEN_TRACT_ONLY").is_none() {
+        // KIDNEY_SCREEN_TRACT_ONLY=1 keeps tract's own ops and evaluation, to measure what
+        // preparation buys.
+        let tract_only = std::env::var_os("KIDNEY_SCREEN_TRACT_ONLY").is_some();
+        if !tract_only {
             let prepared = crate::model_prep::prepare(&mut model)
                 .with_context(|| format!("cannot prepare model {}", model_path.display()))?;
             log::debug!("{}: {prepared:?}", model_path.display());
@@ -248,7 +253,7 @@ impl Classifier {
         let plan = model.into_runnable()?;
         let state = TypedSimpleState::new(&plan)?;
         let positive = manifest.positive_index();
-        Ok(Self { input: Tensor::zero::<f32>(&[1, 3, h, w])?, manifest, model_path, state, positive })
+        Ok(Self { input: Tensor::zero::<f32>(&[1, 3, h, w])?, manifest, model_path, state, positive, tract_only })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -271,7 +276,9 @@ impl Classifier {
     /// Probability of the positive class for one preprocessed NCHW tensor.
     pub fn probability(&mut self, tensor: &[f32]) -> Result<f32> {
         self.set_input(tensor)?;
-        let outputs = self.state.run(tvec!(self.input.clone().into_tvalue()))?;
+        let input = tvec!(self.input.clone().into_tvalue());
+        let outputs =
+            if self.tract_only { self.state.run(input)? } else { self.state.run_plan_with_eval(input, eval_node)? };
         let out_view = outputs[0].try_as_plain_ram()?;
         let out = out_view.as_slice::<f32>()?;
         let (a, b) = (out[0], out[1]);
@@ -309,7 +316,11 @@ impl Classifier {
             let input = tvec!(self.input.clone().into_tvalue());
             self.state.run_plan_with_eval(input, |session, op_state, node, inputs| {
                 let start = std::time::Instant::now();
-                let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+                let out = if self.tract_only {
+                    tract_onnx::tract_core::plan::eval(session, op_state, node, inputs)
+                } else {
+                    eval_node(session, op_state, node, inputs)
+                };
                 let entry = per_node.entry(node.id).or_insert_with(|| (node.op.name().to_string(), 0.0));
                 entry.1 += start.elapsed().as_secs_f64();
                 out
