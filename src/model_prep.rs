@@ -8,8 +8,12 @@
 //! max/min and the float round-to-nearest-even trick, which vectorise on SSE2 and NEON alike
 //! (16 ms there).
 
+mod affine_relu_quantize;
+mod byte_table;
 mod im2col_k4;
 
+pub use affine_relu_quantize::AffineReluQuantize;
+pub use byte_table::ByteTable;
 pub use im2col_k4::Im2ColK4;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -87,16 +91,44 @@ fn clear_upper_vector_state() {
     }
 }
 
+/// Replaces node `last`'s output with `op` applied to `input` (the nodes in between become
+/// unreachable and are not planned).
+fn fuse(model: &mut TypedModel, input: OutletId, last: usize, suffix: &str, op: impl TypedOp) -> TractResult<()> {
+    let mut patch = TypedModelPatch::new(suffix);
+    let tap = patch.tap_model(model, input)?;
+    let fused = patch.wire_node(format!("{}.{suffix}", model.nodes[last].name), op, &[tap])?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), fused)?;
+    patch.apply(model)
+}
+
+/// The single successor of `node`'s only output, if it has exactly one.
+fn sole_successor(model: &TypedModel, node: usize) -> Option<&TypedNode> {
+    let outputs = &model.nodes[node].outputs;
+    match (outputs.len(), outputs.first().map(|o| o.successors.as_slice())) {
+        (1, Some([inlet])) => Some(&model.nodes[inlet.node]),
+        _ => None,
+    }
+}
+
+fn is_model_output(model: &TypedModel, node: usize) -> bool {
+    model.outputs.iter().any(|o| o.node == node)
+}
+
 /// What [`prepare`] changed, for the log.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Prepared {
     pub quantize_ops_replaced: usize,
     pub im2col_ops_replaced: usize,
+    /// Batch norm + ReLU + quantize (+ offset to i8) chains run as one [`AffineReluQuantize`].
+    pub affine_relu_quantize_fused: usize,
+    /// Dequantize (+ ReLU) + quantize (+ offset) chains on bytes run as one [`ByteTable`].
+    pub byte_tables_fused: usize,
 }
 
 /// Rewrites an optimised model in place: quantize ops with f32 input (the fast path covers f32;
 /// tract's op also takes f16 and i32), and the im2col of 8-bit convolutions packed for a K=4-inner
-/// matmul kernel ([`Im2ColK4`] says which).
+/// matmul kernel ([`Im2ColK4`] says which); then it fuses batch norm + ReLU + quantize chains
+/// ([`AffineReluQuantize`]) and byte-to-byte chains ([`ByteTable`]).
 pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
     let mut prepared = Prepared::default();
     for id in 0..model.nodes.len() {
@@ -119,6 +151,24 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
             continue;
         };
         model.nodes[id].op = replacement;
+    }
+    // Fusions read the quantize ops replaced above. Patches append nodes and leave the fused
+    // ones unreachable, so the ids found stay valid.
+    let fusions = (0..model.nodes.len())
+        .filter_map(|id| affine_relu_quantize::find(model, id).transpose())
+        .collect::<TractResult<Vec<_>>>()?;
+    for fusion in fusions {
+        let input = model.nodes[fusion.chain].inputs[0];
+        fuse(model, input, fusion.last, "affine_relu_quantize", fusion.op)?;
+        prepared.affine_relu_quantize_fused += 1;
+    }
+    let tables = (0..model.nodes.len())
+        .filter_map(|id| byte_table::find(model, id).transpose())
+        .collect::<TractResult<Vec<_>>>()?;
+    for table in tables {
+        let input = model.nodes[table.first].inputs[0];
+        fuse(model, input, table.last, "byte_table", table.op)?;
+        prepared.byte_tables_fused += 1;
     }
     Ok(prepared)
 }
