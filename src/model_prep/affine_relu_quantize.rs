@@ -14,7 +14,7 @@ use tract_onnx::tract_core::ops::binary::OptBinChain;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::OffsetU8asI8;
 
-use super::{FastQuantizeU8, is_model_output, quantize_u8, sole_successor};
+use super::{FastQuantizeU8, Fusion, is_model_output, quantize_u8, sole_successor};
 
 /// `max(x * scale[c] + shift[c], 0)` quantized (tract's `QuantizeLinearU8` rounding), for
 /// each channel `c` of `period` consecutive values; then, if `to_i8`, offset by -128.
@@ -44,17 +44,9 @@ impl PartialEq for AffineReluQuantize {
 
 impl Eq for AffineReluQuantize {}
 
-/// A match in the graph: the chain node, the quantize node and, if fused too, the offset node
-/// (the last one is the node the fused op replaces).
-pub struct Fusion {
-    pub chain: usize,
-    pub last: usize,
-    pub op: AffineReluQuantize,
-}
-
 /// Finds `OptBinChain(Mul+Add+Max)` (per-channel constants, a constant floor) on a `[1, C, ...]`
 /// f32 tensor, followed only by a [`FastQuantizeU8`] and optionally an `OffsetU8asI8`.
-pub fn find(model: &TypedModel, chain: usize) -> TractResult<Option<Fusion>> {
+pub(super) fn find(model: &TypedModel, chain: usize) -> TractResult<Option<Fusion<AffineReluQuantize>>> {
     use tract_linalg::BinOp;
     let node = &model.nodes[chain];
     let Some(op) = node.op_as::<OptBinChain>() else { return Ok(None) };
@@ -105,7 +97,7 @@ pub fn find(model: &TypedModel, chain: usize) -> TractResult<Option<Fusion>> {
         to_i8: offset.is_some(),
         output,
     };
-    Ok(Some(Fusion { chain, last: last.id, op }))
+    Ok(Some(Fusion { input: node.inputs[0], last: last.id, op }))
 }
 
 impl AffineReluQuantize {

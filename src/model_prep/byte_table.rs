@@ -12,20 +12,13 @@ use tract_onnx::tract_core::ops::binary::OptBinByScalar;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, OffsetU8asI8};
 
-use super::{FastQuantizeU8, is_model_output, sole_successor};
+use super::{FastQuantizeU8, Fusion, is_model_output, sole_successor};
 
 /// `output[i] = table[input[i]]` for one-byte tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ByteTable {
     table: [u8; 256],
     output: DatumType,
-}
-
-/// A match: the chain's first node (whose input the table reads) and its last (which it replaces).
-pub struct Fusion {
-    pub first: usize,
-    pub last: usize,
-    pub op: ByteTable,
 }
 
 /// Evaluates `op` out of a plan on one input.
@@ -37,7 +30,7 @@ fn eval_one(op: &dyn TypedOp, input: Tensor) -> TractResult<Tensor> {
 /// Finds `DequantizeLinearF32` on a one-byte tensor, then optionally a max (or min) with a
 /// constant scalar, then [`FastQuantizeU8`], then optionally `OffsetU8asI8`, each the only
 /// consumer of the one before.
-pub fn find(model: &TypedModel, first: usize) -> TractResult<Option<Fusion>> {
+pub(super) fn find(model: &TypedModel, first: usize) -> TractResult<Option<Fusion<ByteTable>>> {
     use tract_linalg::BinOp;
     let node = &model.nodes[first];
     if node.op_as::<DequantizeLinearF32>().is_none() || node.inputs.len() != 1 {
@@ -92,7 +85,7 @@ pub fn find(model: &TypedModel, first: usize) -> TractResult<Option<Fusion>> {
     let table: [u8; 256] = table_tensor.as_bytes().try_into().context("table of 256 bytes")?;
     let output = last.outputs[0].fact.datum_type;
     ensure!(output.size_of() == 1);
-    Ok(Some(Fusion { first, last: last.id, op: ByteTable { table, output } }))
+    Ok(Some(Fusion { input: node.inputs[0], last: last.id, op: ByteTable { table, output } }))
 }
 
 impl Op for ByteTable {
