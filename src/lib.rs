@@ -13,6 +13,8 @@
 //! wires the stages; they never reach into each other. [`simulator`] makes the demo feed and
 //! training data; [`eval`] reproduces the study's validation table on a site's own images.
 
+mod simd;
+
 pub mod audit;
 pub mod capture;
 pub mod cli;

@@ -57,9 +57,7 @@ tract_onnx::tract_core::element_wise_oop!(fast_quantize_u8,
  [f32] => u8 |op, xs, ys| {
      // Locals, not field reads in the loop: the u8 stores could alias them for the optimiser.
      let (scale, zero_point) = (op.scale, f32::from(op.zero_point));
-     for (x, y) in xs.iter().zip(ys.iter_mut()) {
-         *y = quantize_u8(*x, scale, zero_point);
-     }
+     crate::simd::with_avx2!(xs.iter().zip(ys.iter_mut()).for_each(|(x, y)| *y = quantize_u8(*x, scale, zero_point)));
      Ok(())
  };
  info: |op: &FastQuantizeU8| Ok(vec![format!("scale: {} zero_point: {}", op.scale, op.zero_point)])

@@ -93,7 +93,7 @@ impl ScreenLocator {
         if bw < 4 || bh < 4 {
             return ScreenState::NoSignal;
         }
-        let global_std = self.block_statistics(frame, bw, bh);
+        let global_std = crate::simd::with_avx2!(self.block_statistics(frame, bw, bh));
         if global_std < FLAT_FRAME_STD {
             self.locked = None;
             return ScreenState::NoSignal;
@@ -139,6 +139,7 @@ impl ScreenLocator {
     }
 
     /// Fills `block_std` and returns the whole frame's standard deviation.
+    #[inline(always)]
     fn block_statistics(&mut self, frame: &LumaFrame, bw: u32, bh: u32) -> f32 {
         self.block_std.clear();
         self.block_std.resize((bw * bh) as usize, 0.0);

@@ -62,7 +62,7 @@ fn check_len(format: PixelFormat, data: &[u8], width: u32, height: u32) -> Resul
 
 /// YUYV: luma is every even byte.
 pub fn yuyv_to_luma(data: &[u8], width: u32, height: u32, out: &mut [u8]) -> Result<()> {
-    yuyv_luma_mapped(data, width, height, out, |y| y)
+    crate::simd::with_avx2!(yuyv_luma_mapped(data, width, height, out, |y| y))
 }
 
 /// Every even byte of a YUYV frame, through `map` (inlined, so the loop still vectorises).
@@ -106,14 +106,12 @@ fn limited_to_full(v: u8) -> u8 {
 
 /// Expands limited-range luma (16..235) to full range in place, rounding to nearest.
 pub fn expand_limited_range(luma: &mut [u8]) {
-    for v in luma {
-        *v = limited_to_full(*v);
-    }
+    crate::simd::with_avx2!(luma.iter_mut().for_each(|v| *v = limited_to_full(*v)))
 }
 
 /// YUYV luma expanded from limited range in the same pass (one read of the frame, not two).
 fn yuyv_to_full_range_luma(data: &[u8], width: u32, height: u32, out: &mut [u8]) -> Result<()> {
-    yuyv_luma_mapped(data, width, height, out, limited_to_full)
+    crate::simd::with_avx2!(yuyv_luma_mapped(data, width, height, out, limited_to_full))
 }
 
 /// Full-range BT.601 luma from RGB, integer arithmetic; exact identity on grey pixels.

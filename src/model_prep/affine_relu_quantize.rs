@@ -102,6 +102,11 @@ pub(super) fn find(model: &TypedModel, chain: usize) -> TractResult<Option<Fusio
 
 impl AffineReluQuantize {
     fn run(&self, input: &[f32], output: &mut [u8]) {
+        crate::simd::with_avx2!(self.run_portable(input, output))
+    }
+
+    #[inline(always)]
+    fn run_portable(&self, input: &[f32], output: &mut [u8]) {
         let (zero_point, flip) = (f32::from(self.zero_point), if self.to_i8 { 0x80 } else { 0 });
         for (((x, y), &scale), &shift) in
             input.chunks(self.period).zip(output.chunks_mut(self.period)).zip(&self.scale).zip(&self.shift)

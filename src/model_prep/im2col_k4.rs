@@ -155,6 +155,7 @@ impl Im2ColK4 {
 
     /// Writes columns `0..n` of every panel of `packed` (`panels * panel_len` bytes), K padding
     /// lanes as 0. Each run of positions interleaves four contiguous slices, which vectorises.
+    #[inline(always)]
     fn pack(&self, padded: &[u8], packed: &mut [u8]) {
         let (r, panel_len) = (self.format.r, self.panel_len());
         for run in &self.runs {
@@ -214,7 +215,8 @@ impl EvalOp for Im2ColK4 {
         if n % r != 0 {
             packed[(n / r) * panel_len..].fill(0);
         }
-        self.pack(&self.pad_input(bytes, pad), packed);
+        let padded = self.pad_input(bytes, pad);
+        crate::simd::with_avx2!(self.pack(&padded, packed));
         let value: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
             fact: PackedExoticFact { format: Box::new(self.format.clone()), k: g.k(), mn: n.to_dim() },
             packed: data.into_blob()?.into(),
