@@ -4,7 +4,7 @@
 //! tract packs the input of every quantized convolution that is not 1x1 through its generic
 //! `Im2col` patcher, which stores one byte at a time through a layout-agnostic writer: 12.7 of the
 //! 21.5 ms of the int8 QOperator DenseNet on the development machine (`bench --ops`, README
-//! "Speed"). [`Im2ColK4`] writes the same bytes in 2.6 ms: the input is padded once, the
+//! "Speed"). [`Im2ColK4`] writes the same bytes in 2.3 ms: the input is padded once, the
 //! geometry is reduced at load time to runs of output positions whose patches are side by side in
 //! the padded input, and each run interleaves four contiguous K rows into the panel, a loop the
 //! compiler vectorises. The tests below compare its bytes with tract's op.
