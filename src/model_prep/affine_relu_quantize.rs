@@ -88,6 +88,9 @@ pub(super) fn find(model: &TypedModel, chain: usize) -> TractResult<Option<Fusio
         .filter(|next| next.op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<OffsetU8asI8>()));
     let last = offset.unwrap_or(quantize);
     let output = last.outputs[0].fact.datum_type;
+    if output.size_of() != 1 {
+        return Ok(None);
+    }
     let op = AffineReluQuantize {
         scale,
         shift,
@@ -141,6 +144,7 @@ impl EvalOp for AffineReluQuantize {
             "AffineReluQuantize input has shape {:?}",
             input.shape()
         );
+        // SAFETY: one-byte values, all written by `run` (input and output have the same length).
         let mut output = unsafe { Tensor::uninitialized_dt(self.output, input.shape())? };
         self.run(values, output.as_bytes_mut());
         Ok(tvec!(output.into_tvalue()))

@@ -65,6 +65,7 @@ pub(super) fn find(model: &TypedModel, first: usize) -> TractResult<Option<Fusio
 
     // Every input byte, in the input's type, through the same ops.
     let bytes: Vec<u8> = (0..=255).collect();
+    // SAFETY: 256 bytes for 256 values of a one-byte type; any bit pattern is a valid byte.
     let all = unsafe { Tensor::from_raw_dt(input_type, &[256], &bytes)? };
     let dequantized = eval_one(&*node.op, all)?;
     let clamped = match clamp {
@@ -102,6 +103,7 @@ impl EvalOp for ByteTable {
     fn eval(&self, _context: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = inputs.first().context("ByteTable takes an input")?;
         ensure!(input.datum_type().size_of() == 1, "ByteTable input is {:?}", input.datum_type());
+        // SAFETY: one-byte values, each written from the table below.
         let mut output = unsafe { Tensor::uninitialized_dt(self.output, input.shape())? };
         for (x, y) in input.as_bytes().iter().zip(output.as_bytes_mut()) {
             *y = self.table[usize::from(*x)];

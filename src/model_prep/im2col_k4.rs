@@ -206,6 +206,8 @@ impl EvalOp for Im2ColK4 {
         };
         let (n, r) = (g.n(), self.format.r);
         let panel_len = self.panel_len();
+        // SAFETY: every byte is written before it is read: `pack` writes columns 0..n of every
+        // panel, K padding lanes included, and the spare columns of the last panel are zeroed.
         let mut data = unsafe {
             Tensor::uninitialized_aligned_dt(self.datum_type, &[n.div_ceil(r) * panel_len], self.format.alignment())?
         };
