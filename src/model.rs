@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::{EvalContext, OpState};
 
 use crate::model_prep::eval_node;
 use crate::preprocess::Normalization;
@@ -183,9 +184,13 @@ pub struct Classifier {
     state: TypedSimpleState,
     input: Tensor,
     positive: usize,
-    /// Evaluate with tract's own `plan::eval` instead of [`eval_node`].
-    tract_only: bool,
+    /// How each node runs: [`eval_node`], or tract's own `plan::eval` (`KIDNEY_SCREEN_TRACT_ONLY`).
+    eval: NodeEval,
 }
+
+/// One node's evaluation, as `run_plan_with_eval` takes it.
+type NodeEval =
+    fn(&EvalContext, Option<&mut (dyn OpState + 'static)>, &TypedNode, TVec<TValue>) -> TractResult<TVec<TValue>>;
 
 impl Classifier {
     /// Loads `dir` (manifest + model file), checking hash and shapes.
@@ -253,7 +258,8 @@ impl Classifier {
         let plan = model.into_runnable()?;
         let state = TypedSimpleState::new(&plan)?;
         let positive = manifest.positive_index();
-        Ok(Self { input: Tensor::zero::<f32>(&[1, 3, h, w])?, manifest, model_path, state, positive, tract_only })
+        let eval: NodeEval = if tract_only { tract_onnx::tract_core::plan::eval } else { eval_node };
+        Ok(Self { input: Tensor::zero::<f32>(&[1, 3, h, w])?, manifest, model_path, state, positive, eval })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -276,9 +282,7 @@ impl Classifier {
     /// Probability of the positive class for one preprocessed NCHW tensor.
     pub fn probability(&mut self, tensor: &[f32]) -> Result<f32> {
         self.set_input(tensor)?;
-        let input = tvec!(self.input.clone().into_tvalue());
-        let outputs =
-            if self.tract_only { self.state.run(input)? } else { self.state.run_plan_with_eval(input, eval_node)? };
+        let outputs = self.state.run_plan_with_eval(tvec!(self.input.clone().into_tvalue()), self.eval)?;
         let out_view = outputs[0].try_as_plain_ram()?;
         let out = out_view.as_slice::<f32>()?;
         let (a, b) = (out[0], out[1]);
@@ -316,11 +320,7 @@ impl Classifier {
             let input = tvec!(self.input.clone().into_tvalue());
             self.state.run_plan_with_eval(input, |session, op_state, node, inputs| {
                 let start = std::time::Instant::now();
-                let out = if self.tract_only {
-                    tract_onnx::tract_core::plan::eval(session, op_state, node, inputs)
-                } else {
-                    eval_node(session, op_state, node, inputs)
-                };
+                let out = (self.eval)(session, op_state, node, inputs);
                 let entry = per_node.entry(node.id).or_insert_with(|| (node.op.name().to_string(), 0.0));
                 entry.1 += start.elapsed().as_secs_f64();
                 out
