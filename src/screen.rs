@@ -48,6 +48,9 @@ pub struct ScreenLocator {
     block_std: Vec<f32>,
     labels: Vec<u32>,
     stack: Vec<usize>,
+    /// Per-column sums and sums of squares over one row of blocks (reused every frame).
+    column_sums: Vec<u16>,
+    column_squares: Vec<u32>,
 }
 
 impl ScreenLocator {
@@ -61,6 +64,8 @@ impl ScreenLocator {
             block_std: Vec::new(),
             labels: Vec::new(),
             stack: Vec::new(),
+            column_sums: Vec::new(),
+            column_squares: Vec::new(),
         }
     }
 
@@ -143,31 +148,34 @@ impl ScreenLocator {
     fn block_statistics(&mut self, frame: &LumaFrame, bw: u32, bh: u32) -> f32 {
         self.block_std.clear();
         self.block_std.resize((bw * bh) as usize, 0.0);
-        let mut sums = vec_reuse(&mut self.stack, bw as usize * 2);
+        let width = (bw * BLOCK) as usize;
+        // Column totals over the 16 rows of a block row, added along whole rows so the loop
+        // vectorises: 16 * 255 fits in u16 and 16 * 255^2 in u32.
+        self.column_sums.resize(width, 0);
+        self.column_squares.resize(width, 0);
         let (mut total, mut total_sq) = (0f64, 0f64);
         let n = f64::from(BLOCK * BLOCK);
         for by in 0..bh {
-            sums.iter_mut().for_each(|v| *v = 0);
+            self.column_sums.fill(0);
+            self.column_squares.fill(0);
             for y in by * BLOCK..(by + 1) * BLOCK {
-                let row = frame.row(y);
-                let blocks = row[..(bw * BLOCK) as usize].chunks_exact(BLOCK as usize);
-                for (bx, block_row) in blocks.enumerate() {
-                    // u32 sums over a fixed 16-byte block vectorise (16 * 255^2 fits in u32).
-                    let s: u32 = block_row.iter().map(|&p| u32::from(p)).sum();
-                    let sq: u32 = block_row.iter().map(|&p| u32::from(p) * u32::from(p)).sum();
-                    sums[bx * 2] += s as usize;
-                    sums[bx * 2 + 1] += sq as usize;
+                let row = &frame.row(y)[..width];
+                for ((sum, square), &p) in self.column_sums.iter_mut().zip(self.column_squares.iter_mut()).zip(row) {
+                    *sum += u16::from(p);
+                    *square += u32::from(p) * u32::from(p);
                 }
             }
-            for bx in 0..bw as usize {
-                let (s, sq) = (sums[bx * 2] as f64, sums[bx * 2 + 1] as f64);
+            let blocks =
+                self.column_sums.chunks_exact(BLOCK as usize).zip(self.column_squares.chunks_exact(BLOCK as usize));
+            for (bx, (sums, squares)) in blocks.enumerate() {
+                let s = f64::from(sums.iter().map(|&v| u32::from(v)).sum::<u32>());
+                let sq = f64::from(squares.iter().sum::<u32>());
                 total += s;
                 total_sq += sq;
                 let mean = s / n;
                 self.block_std[(by * bw) as usize + bx] = (sq / n - mean * mean).max(0.0).sqrt() as f32;
             }
         }
-        self.stack = sums;
         let count = n * f64::from(bw * bh);
         let mean = total / count;
         (total_sq / count - mean * mean).max(0.0).sqrt() as f32
@@ -234,13 +242,6 @@ impl ScreenLocator {
         self.stack = stack;
         best
     }
-}
-
-fn vec_reuse(buf: &mut Vec<usize>, len: usize) -> Vec<usize> {
-    let mut v = std::mem::take(buf);
-    v.clear();
-    v.resize(len, 0);
-    v
 }
 
 fn within_tolerance(locked: &Rect, found: &Rect) -> bool {
