@@ -22,7 +22,7 @@ pub use im2col_k4::Im2ColK4;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
 
 /// 1.5 * 2^23: adding and subtracting it rounds any |x| <= 2^22 to the nearest integer, ties to
@@ -120,8 +120,12 @@ fn fuse_all<O: TypedOp>(
     Ok(count)
 }
 
-/// The single successor of `node`'s only output, if it has exactly one.
-fn sole_successor(model: &TypedModel, node: usize) -> Option<&TypedNode> {
+/// The only node that reads `node`'s output: none when the output has several readers or is
+/// also a model output (then its value is needed as it is).
+fn sole_consumer(model: &TypedModel, node: usize) -> Option<&TypedNode> {
+    if model.outputs.iter().any(|o| o.node == node) {
+        return None;
+    }
     let outputs = &model.nodes[node].outputs;
     match (outputs.len(), outputs.first().map(|o| o.successors.as_slice())) {
         (1, Some([inlet])) => Some(&model.nodes[inlet.node]),
@@ -129,8 +133,9 @@ fn sole_successor(model: &TypedModel, node: usize) -> Option<&TypedNode> {
     }
 }
 
-fn is_model_output(model: &TypedModel, node: usize) -> bool {
-    model.outputs.iter().any(|o| o.node == node)
+/// `node`'s element-wise mini-op, if it is a `T`.
+fn element_wise<T: ElementWiseMiniOp>(node: &TypedNode) -> Option<&T> {
+    node.op_as::<ElementWiseOp>().and_then(|op| op.0.downcast_ref::<T>())
 }
 
 /// What [`prepare`] changed, for the log.
@@ -154,9 +159,7 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
         let node = &model.nodes[id];
         let Some(&input) = node.inputs.first() else { continue };
         let input = model.outlet_fact(input)?;
-        let replacement: Box<dyn TypedOp> = if let Some(quantize) =
-            node.op_as::<ElementWiseOp>().and_then(|op| op.0.downcast_ref::<QuantizeLinearU8>())
-        {
+        let replacement: Box<dyn TypedOp> = if let Some(quantize) = element_wise::<QuantizeLinearU8>(node) {
             if input.datum_type != f32::datum_type() {
                 continue;
             }

@@ -11,10 +11,9 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::OptBinChain;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::OffsetU8asI8;
 
-use super::{FastQuantizeU8, Fusion, is_model_output, quantize_u8, sole_successor};
+use super::{FastQuantizeU8, Fusion, element_wise, quantize_u8, sole_consumer};
 
 /// `max(x * scale[c] + shift[c], 0)` quantized (tract's `QuantizeLinearU8` rounding), for
 /// each channel `c` of `period` consecutive values; then, if `to_i8`, offset by -128.
@@ -74,18 +73,10 @@ pub(super) fn find(model: &TypedModel, chain: usize) -> TractResult<Option<Fusio
     if !per_channel(&scale, op.steps[0].share) || !per_channel(&shift, op.steps[1].share) || floor != [0.0] {
         return Ok(None);
     }
-    if is_model_output(model, chain) {
-        return Ok(None);
-    }
-    let Some(quantize) = sole_successor(model, chain) else { return Ok(None) };
-    let Some(fast) = quantize.op_as::<ElementWiseOp>().and_then(|op| op.0.downcast_ref::<FastQuantizeU8>()) else {
-        return Ok(None);
-    };
+    let Some(quantize) = sole_consumer(model, chain) else { return Ok(None) };
+    let Some(fast) = element_wise::<FastQuantizeU8>(quantize) else { return Ok(None) };
     let (quantize_scale, zero_point) = (fast.scale, fast.zero_point);
-    let offset = (!is_model_output(model, quantize.id))
-        .then(|| sole_successor(model, quantize.id))
-        .flatten()
-        .filter(|next| next.op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<OffsetU8asI8>()));
+    let offset = sole_consumer(model, quantize.id).filter(|next| element_wise::<OffsetU8asI8>(next).is_some());
     let last = offset.unwrap_or(quantize);
     let output = last.outputs[0].fact.datum_type;
     if output.size_of() != 1 {

@@ -9,10 +9,9 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::OptBinByScalar;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, OffsetU8asI8};
 
-use super::{FastQuantizeU8, Fusion, is_model_output, sole_successor};
+use super::{FastQuantizeU8, Fusion, element_wise, sole_consumer};
 
 /// `output[i] = table[input[i]]` for one-byte tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +39,9 @@ pub(super) fn find(model: &TypedModel, first: usize) -> TractResult<Option<Fusio
     if input_type.size_of() != 1 {
         return Ok(None);
     }
-    let next = |id: usize| (!is_model_output(model, id)).then(|| sole_successor(model, id)).flatten();
     // The ops after the dequantize, as a function of one f32.
     let mut clamp: Option<(BinOp, f32)> = None;
-    let mut current = next(first);
+    let mut current = sole_consumer(model, first);
     if let Some(by_scalar) = current.and_then(|n| n.op_as::<OptBinByScalar>().map(|op| (n, op))) {
         let (n, op) = by_scalar;
         let operand = model.outlet_fact(n.inputs[1])?.konst.clone();
@@ -54,13 +52,10 @@ pub(super) fn find(model: &TypedModel, first: usize) -> TractResult<Option<Fusio
             return Ok(None);
         }
         clamp = Some((op.linalg_op, bound.try_as_plain_ram()?.as_slice::<f32>()?[0]));
-        current = next(n.id);
+        current = sole_consumer(model, n.id);
     }
-    let Some(quantize) = current.filter(|n| n.op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<FastQuantizeU8>()))
-    else {
-        return Ok(None);
-    };
-    let offset = next(quantize.id).filter(|n| n.op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<OffsetU8asI8>()));
+    let Some(quantize) = current.filter(|n| element_wise::<FastQuantizeU8>(n).is_some()) else { return Ok(None) };
+    let offset = sole_consumer(model, quantize.id).filter(|n| element_wise::<OffsetU8asI8>(n).is_some());
     let last = offset.unwrap_or(quantize);
 
     // Every input byte, in the input's type, through the same ops.
