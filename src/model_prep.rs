@@ -9,20 +9,24 @@
 //!   `round_ties_to_even`; this computes the same bytes with max/min and the float
 //!   round-to-nearest-even trick, which vectorise on SSE2 and NEON alike.
 //! - [`Im2ColK4`]: the im2col of 8-bit convolutions for K=4-inner int8 kernels.
+//! - [`PackK4`]: the activation packing of 1x1 convolutions for the same kernels.
 //! - [`AffineReluQuantize`]: batch norm + ReLU + quantize + offset in one pass.
 //! - [`ByteTable`]: byte-to-byte chains (dequantize, ReLU, quantize, offset) as a lookup table.
 
 mod affine_relu_quantize;
 mod byte_table;
 mod im2col_k4;
+mod pack_k4;
 
 pub use affine_relu_quantize::AffineReluQuantize;
 pub use byte_table::ByteTable;
 pub use im2col_k4::Im2ColK4;
+pub use pack_k4::PackK4;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
+use tract_onnx::tract_core::ops::matmul::pack::OptMatMulPack;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
 
 /// 1.5 * 2^23: adding and subtracting it rounds any |x| <= 2^22 to the nearest integer, ties to
@@ -143,6 +147,8 @@ fn element_wise<T: ElementWiseMiniOp>(node: &TypedNode) -> Option<&T> {
 pub struct Prepared {
     pub quantize_ops_replaced: usize,
     pub im2col_ops_replaced: usize,
+    /// Activation packings of 1x1 convolutions for K=4-inner int8 kernels ([`PackK4`]).
+    pub packs_replaced: usize,
     /// Batch norm + ReLU + quantize (+ offset to i8) chains run as one [`AffineReluQuantize`].
     pub affine_relu_quantize_fused: usize,
     /// Dequantize (+ ReLU) + quantize (+ offset) chains on bytes run as one [`ByteTable`].
@@ -151,7 +157,8 @@ pub struct Prepared {
 
 /// Rewrites an optimised model in place: quantize ops with f32 input (the fast path covers f32;
 /// tract's op also takes f16 and i32), and the im2col of 8-bit convolutions packed for a K=4-inner
-/// matmul kernel ([`Im2ColK4`] says which); then it fuses batch norm + ReLU + quantize chains
+/// matmul kernel ([`Im2ColK4`] says which) and the packing of 1x1 convolutions' activations for
+/// it ([`PackK4`]); then it fuses batch norm + ReLU + quantize chains
 /// ([`AffineReluQuantize`]) and byte-to-byte chains ([`ByteTable`]).
 pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
     let mut prepared = Prepared::default();
@@ -168,6 +175,10 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
         } else if let Some(im2col) = node.op_as::<Im2Col>() {
             let Some(op) = Im2ColK4::replacing(im2col, input, &node.outputs[0].fact) else { continue };
             prepared.im2col_ops_replaced += 1;
+            Box::new(op)
+        } else if let Some(pack) = node.op_as::<OptMatMulPack>() {
+            let Some(op) = PackK4::replacing(pack, input, &node.outputs[0].fact) else { continue };
+            prepared.packs_replaced += 1;
             Box::new(op)
         } else {
             continue;

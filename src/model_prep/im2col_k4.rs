@@ -64,8 +64,10 @@ pub struct Im2ColK4 {
     /// Output positions grouped by panel into runs whose patches sit side by side in the padded
     /// input (a row of the output, within one panel, at stride 1).
     runs: Vec<Run>,
-    /// Offset from a patch's top-left value of each K row: channel, kernel y, kernel x.
-    k_offsets: Vec<usize>,
+    /// Offset from a patch's top-left value of each K row (channel, kernel y, kernel x), in full
+    /// groups of four and the rows of the last partial group.
+    groups: Vec<[usize; 4]>,
+    tail: Vec<usize>,
 }
 
 impl Im2ColK4 {
@@ -118,13 +120,14 @@ impl Im2ColK4 {
             }
         }
         let [kernel_h, kernel_w] = geometry.kernel;
-        let k_offsets = (0..channels)
+        let k_offsets: Vec<usize> = (0..channels)
             .flat_map(|c| (0..kernel_h).flat_map(move |ky| (0..kernel_w).map(move |kx| (c, ky, kx))))
             .map(|(c, ky, kx)| {
                 c * padded_h * padded_w + ky * geometry.dilations[0] * padded_w + kx * geometry.dilations[1]
             })
             .collect();
-        let replacement = Im2ColK4 { geometry, format, datum_type, runs, k_offsets };
+        let (groups, tail) = super::pack_k4::groups_of_four(&k_offsets);
+        let replacement = Im2ColK4 { geometry, format, datum_type, runs, groups, tail };
         // The packed matrix must be the one tract's matmul was planned for.
         let facts = replacement.output_facts(&[input]).ok()?;
         (facts.first() == Some(output)).then_some(replacement)
@@ -154,29 +157,18 @@ impl Im2ColK4 {
     }
 
     /// Writes columns `0..n` of every panel of `packed` (`panels * panel_len` bytes), K padding
-    /// lanes as 0. Each run of positions interleaves four contiguous slices, which vectorises.
+    /// lanes as 0. Each run of positions interleaves four contiguous slices.
     #[inline(always)]
     fn pack(&self, padded: &[u8], packed: &mut [u8]) {
         let (r, panel_len) = (self.format.r, self.panel_len());
         for run in &self.runs {
             let panel = &mut packed[run.panel * panel_len..][..panel_len];
-            for (k_rows, block) in self.k_offsets.chunks(4).zip(panel.chunks_exact_mut(4 * r)) {
-                let block = &mut block[4 * run.lane..][..4 * run.len];
-                let row = |lane: usize| k_rows.get(lane).map(|&k| &padded[k + run.position..][..run.len]);
-                if let (Some(a), Some(b), Some(c), Some(d)) = (row(0), row(1), row(2), row(3)) {
-                    for (quad, ((a, b), (c, d))) in block.chunks_exact_mut(4).zip(a.iter().zip(b).zip(c.iter().zip(d)))
-                    {
-                        quad.copy_from_slice(&[*a, *b, *c, *d]);
-                    }
-                } else {
-                    // The last block of a K that is not a multiple of 4: missing rows are 0.
-                    for lane in 0..4 {
-                        let values = row(lane);
-                        for (i, quad) in block.chunks_exact_mut(4).enumerate() {
-                            quad[lane] = values.map_or(0, |v| v[i]);
-                        }
-                    }
-                }
+            let source = &padded[run.position..];
+            super::pack_k4::interleave_groups(panel, r, run.lane, run.len, source, &self.groups);
+            if !self.tail.is_empty() {
+                let block = &mut panel[self.groups.len() * 4 * r + 4 * run.lane..][..4 * run.len];
+                let row = |lane: usize| self.tail.get(lane).map(|&k| &source[k..][..run.len]);
+                super::pack_k4::interleave_k4(block, [row(0), row(1), row(2), row(3)]);
             }
         }
     }
@@ -381,5 +373,22 @@ mod tests {
             pad_value: None,
         };
         assert_same_as_tract(case, 5);
+    }
+
+    #[test]
+    fn same_bytes_as_tract_for_every_densenet_row_width() {
+        // Output rows of 32, 16, 8 and 4 positions take the vector paths; 5 the scalar one.
+        for (seed, width) in [32, 16, 8, 4, 5].into_iter().enumerate() {
+            let case = Case {
+                channels: 9,
+                input: [3, width],
+                kernel: [3, 3],
+                strides: [1, 1],
+                dilations: [1, 1],
+                padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+                pad_value: Some(3),
+            };
+            assert_same_as_tract(case, 10 + seed as u64);
+        }
     }
 }

@@ -244,7 +244,9 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
     // The input quantize of every convolution (the QOperator graph quantizes 120 conv inputs).
     assert!(report.quantize_ops_replaced >= 120, "{report:?}");
     // The 3x3 convolutions' im2col is replaced where the int8 kernel takes the K=4-inner packing
-    // (AVX-512-VNNI, AVX-VNNI, SDOT); other CPUs keep tract's.
+    // (AVX-512-VNNI, AVX-VNNI, SDOT); other CPUs keep tract's. The 1x1 convolutions' activation
+    // packing (`PackK4`) is replaced on the same CPUs.
+    assert_eq!(report.packs_replaced > 0, report.im2col_ops_replaced > 0, "{report:?}");
     eprintln!("{report:?}");
     let tract_plan = optimized.into_runnable().unwrap();
     let prepared_plan = prepared.into_runnable().unwrap();
