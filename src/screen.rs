@@ -48,9 +48,19 @@ pub struct ScreenLocator {
     block_std: Vec<f32>,
     labels: Vec<u32>,
     stack: Vec<usize>,
-    /// Per-column sums and sums of squares over one row of blocks (reused every frame).
+    block_sums: Vec<BlockSums>,
+    /// Per-column sums and sums of squares over one row of blocks (portable path only).
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     column_sums: Vec<u16>,
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     column_squares: Vec<u32>,
+}
+
+/// The sum and the sum of squares of one block's pixels (at most 256 * 255^2: fits u32).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BlockSums {
+    sum: u32,
+    squares: u32,
 }
 
 impl ScreenLocator {
@@ -64,7 +74,10 @@ impl ScreenLocator {
             block_std: Vec::new(),
             labels: Vec::new(),
             stack: Vec::new(),
+            block_sums: Vec::new(),
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
             column_sums: Vec::new(),
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
             column_squares: Vec::new(),
         }
     }
@@ -146,15 +159,41 @@ impl ScreenLocator {
     /// Fills `block_std` and returns the whole frame's standard deviation.
     #[inline(always)]
     fn block_statistics(&mut self, frame: &LumaFrame, bw: u32, bh: u32) -> f32 {
-        self.block_std.clear();
-        self.block_std.resize((bw * bh) as usize, 0.0);
-        let width = (bw * BLOCK) as usize;
-        // Column totals over the 16 rows of a block row, added along whole rows so the loop
-        // vectorises: 16 * 255 fits in u16 and 16 * 255^2 in u32.
-        self.column_sums.resize(width, 0);
-        self.column_squares.resize(width, 0);
+        self.block_sums.clear();
+        self.block_sums.resize((bw * bh) as usize, BlockSums::default());
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, detected at run time.
+            unsafe { block_sums_avx2(frame, bw, &mut self.block_sums) };
+        } else {
+            block_sums_simd(frame, bw, &mut self.block_sums);
+        }
+        #[cfg(target_arch = "aarch64")]
+        block_sums_simd(frame, bw, &mut self.block_sums);
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        self.block_sums_portable(frame, bw, bh);
         let (mut total, mut total_sq) = (0f64, 0f64);
         let n = f64::from(BLOCK * BLOCK);
+        self.block_std.clear();
+        self.block_std.extend(self.block_sums.iter().map(|sums| {
+            let (s, sq) = (f64::from(sums.sum), f64::from(sums.squares));
+            total += s;
+            total_sq += sq;
+            let mean = s / n;
+            (sq / n - mean * mean).max(0.0).sqrt() as f32
+        }));
+        let count = n * f64::from(bw * bh);
+        let mean = total / count;
+        (total_sq / count - mean * mean).max(0.0).sqrt() as f32
+    }
+
+    /// Block sums on CPUs without the vector path: per-column totals over the 16 rows of a block
+    /// row, added along whole rows so the loop vectorises (16 * 255 fits in u16, 16 * 255^2 in u32).
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    fn block_sums_portable(&mut self, frame: &LumaFrame, bw: u32, bh: u32) {
+        let width = (bw * BLOCK) as usize;
+        self.column_sums.resize(width, 0);
+        self.column_squares.resize(width, 0);
         for by in 0..bh {
             self.column_sums.fill(0);
             self.column_squares.fill(0);
@@ -167,18 +206,12 @@ impl ScreenLocator {
             }
             let blocks =
                 self.column_sums.chunks_exact(BLOCK as usize).zip(self.column_squares.chunks_exact(BLOCK as usize));
-            for (bx, (sums, squares)) in blocks.enumerate() {
-                let s = f64::from(sums.iter().map(|&v| u32::from(v)).sum::<u32>());
-                let sq = f64::from(squares.iter().sum::<u32>());
-                total += s;
-                total_sq += sq;
-                let mean = s / n;
-                self.block_std[(by * bw) as usize + bx] = (sq / n - mean * mean).max(0.0).sqrt() as f32;
+            let row_sums = &mut self.block_sums[(by * bw) as usize..][..bw as usize];
+            for (out, (sums, squares)) in row_sums.iter_mut().zip(blocks) {
+                out.sum = sums.iter().map(|&v| u32::from(v)).sum();
+                out.squares = squares.iter().sum();
             }
         }
-        let count = n * f64::from(bw * bh);
-        let mean = total / count;
-        (total_sq / count - mean * mean).max(0.0).sqrt() as f32
     }
 
     fn textured_fraction(&self, rect: Rect, bw: u32, bh: u32) -> f64 {
@@ -244,6 +277,115 @@ impl ScreenLocator {
     }
 }
 
+/// Block sums in vector registers, one block at a time, its 16 rows accumulated in registers:
+/// the sum with SAD (x86) or pairwise widening adds (NEON), the squares with a 16-bit multiply-add
+/// (x86) or widening multiply (NEON). Integers, so the same sums as any other order (tested).
+/// Screen location at 1080p on the development machine: 0.19 ms with the per-column totals
+/// (still the portable path), 0.11 ms with this and its AVX2 form.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+fn block_sums_simd(frame: &LumaFrame, bw: u32, out: &mut [BlockSums]) {
+    let block = BLOCK as usize;
+    for (by, row_sums) in out.chunks_exact_mut(bw as usize).enumerate() {
+        let rows: [&[u8]; BLOCK as usize] = std::array::from_fn(|i| frame.row(by as u32 * BLOCK + i as u32));
+        for (bx, sums) in row_sums.iter_mut().enumerate() {
+            let segments: [&[u8; BLOCK as usize]; BLOCK as usize] = std::array::from_fn(|i| {
+                let Ok(segment) = <&[u8; BLOCK as usize]>::try_from(&rows[i][bx * block..][..block]) else {
+                    unreachable!("a slice of BLOCK bytes")
+                };
+                segment
+            });
+            *sums = block_sums_of(&segments);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn block_sums_of(segments: &[&[u8; BLOCK as usize]; BLOCK as usize]) -> BlockSums {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of x86-64; each load reads one 16-byte segment.
+    unsafe {
+        let zero = _mm_setzero_si128();
+        let (mut sum, mut squares) = (zero, zero);
+        for segment in segments {
+            let v = _mm_loadu_si128(segment.as_ptr().cast());
+            sum = _mm_add_epi64(sum, _mm_sad_epu8(v, zero));
+            let (low, high) = (_mm_unpacklo_epi8(v, zero), _mm_unpackhi_epi8(v, zero));
+            squares = _mm_add_epi32(squares, _mm_add_epi32(_mm_madd_epi16(low, low), _mm_madd_epi16(high, high)));
+        }
+        let mut sums = [0u64; 2];
+        let mut square_lanes = [0u32; 4];
+        _mm_storeu_si128(sums.as_mut_ptr().cast(), sum);
+        _mm_storeu_si128(square_lanes.as_mut_ptr().cast(), squares);
+        BlockSums { sum: (sums[0] + sums[1]) as u32, squares: square_lanes.iter().sum() }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn block_sums_of(segments: &[&[u8; BLOCK as usize]; BLOCK as usize]) -> BlockSums {
+    use std::arch::aarch64::*;
+    // SAFETY: NEON is part of aarch64; each load reads one 16-byte segment.
+    unsafe {
+        let (mut sum, mut squares) = (vdupq_n_u16(0), vdupq_n_u32(0));
+        for segment in segments {
+            let v = vld1q_u8(segment.as_ptr());
+            // 16 rows * 2 * 255 fits u16; each square 255^2 fits u16.
+            sum = vpadalq_u8(sum, v);
+            squares = vpadalq_u16(squares, vmull_u8(vget_low_u8(v), vget_low_u8(v)));
+            squares = vpadalq_u16(squares, vmull_high_u8(v, v));
+        }
+        BlockSums { sum: vaddlvq_u16(sum), squares: vaddvq_u32(squares) }
+    }
+}
+
+/// [`block_sums_simd`] two blocks per 32-byte load.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn block_sums_avx2(frame: &LumaFrame, bw: u32, out: &mut [BlockSums]) {
+    use std::arch::x86_64::*;
+    let pair = 2 * BLOCK as usize;
+    for (by, row_sums) in out.chunks_exact_mut(bw as usize).enumerate() {
+        let rows: [&[u8]; BLOCK as usize] = std::array::from_fn(|i| frame.row(by as u32 * BLOCK + i as u32));
+        let (pairs, single) = row_sums.as_chunks_mut::<2>();
+        for (index, sums) in pairs.iter_mut().enumerate() {
+            let zero = _mm256_setzero_si256();
+            let (mut sum, mut squares) = (zero, zero);
+            for row in &rows {
+                let segment = &row[index * pair..][..pair];
+                // SAFETY: reads the 32 bytes of `segment`.
+                let v = unsafe { _mm256_loadu_si256(segment.as_ptr().cast()) };
+                sum = _mm256_add_epi64(sum, _mm256_sad_epu8(v, zero));
+                let (low, high) = (_mm256_unpacklo_epi8(v, zero), _mm256_unpackhi_epi8(v, zero));
+                let both = _mm256_add_epi32(_mm256_madd_epi16(low, low), _mm256_madd_epi16(high, high));
+                squares = _mm256_add_epi32(squares, both);
+            }
+            // Each 128-bit lane holds one block: two 64-bit sums, four 32-bit sums of squares.
+            let (mut sum_lanes, mut square_lanes) = ([0u64; 4], [0u32; 8]);
+            // SAFETY: each store writes 32 bytes into a 32-byte array.
+            unsafe {
+                _mm256_storeu_si256(sum_lanes.as_mut_ptr().cast(), sum);
+                _mm256_storeu_si256(square_lanes.as_mut_ptr().cast(), squares);
+            }
+            for (block, out) in sums.iter_mut().enumerate() {
+                out.sum = (sum_lanes[2 * block] + sum_lanes[2 * block + 1]) as u32;
+                out.squares = square_lanes[4 * block..][..4].iter().sum();
+            }
+        }
+        if let [last] = single {
+            let x = pairs.len() * pair;
+            let segments: [&[u8; BLOCK as usize]; BLOCK as usize] = std::array::from_fn(|i| {
+                let Ok(segment) = <&[u8; BLOCK as usize]>::try_from(&rows[i][x..][..BLOCK as usize]) else {
+                    unreachable!("a slice of BLOCK bytes")
+                };
+                segment
+            });
+            *last = block_sums_of(&segments);
+        }
+    }
+}
+
 fn within_tolerance(locked: &Rect, found: &Rect) -> bool {
     let tol = (LOCK_TOLERANCE_FRACTION * locked.width.max(locked.height) as f32) as u32;
     locked.max_edge_distance(found) <= tol.max(2)
@@ -266,4 +408,55 @@ fn refine_edges(frame: &LumaFrame, blocks: Rect) -> Rect {
     let top = (y0..y1).find(|&y| row_has(y)).unwrap_or(y0);
     let bottom = (top..y1).rev().find(|&y| row_has(y)).map_or(y1, |y| y + 1);
     Rect::new(left, top, right.saturating_sub(left).max(1), bottom.saturating_sub(top).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every block's sums computed the plain way.
+    fn reference_sums(frame: &LumaFrame, bw: u32, bh: u32) -> Vec<BlockSums> {
+        let mut sums = Vec::new();
+        for by in 0..bh {
+            for bx in 0..bw {
+                let mut block = BlockSums::default();
+                for y in by * BLOCK..(by + 1) * BLOCK {
+                    for &p in &frame.row(y)[(bx * BLOCK) as usize..((bx + 1) * BLOCK) as usize] {
+                        block.sum += u32::from(p);
+                        block.squares += u32::from(p) * u32::from(p);
+                    }
+                }
+                sums.push(block);
+            }
+        }
+        sums
+    }
+
+    #[test]
+    fn block_sums_equal_the_plain_sums() {
+        let mut state = 3u64;
+        // An odd number of blocks (the AVX2 path's single-block tail), partial blocks at the
+        // right and bottom edges, and saturated pixels (the largest sums).
+        for (width, height) in [(1000, 530), (1920, 1080), (64, 64), (17 * 16 + 5, 40)] {
+            let data: Vec<u8> = (0..width * height)
+                .map(|i| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    if i % 97 < 20 { 255 } else { (state >> 56) as u8 }
+                })
+                .collect();
+            let frame = LumaFrame::from_vec(width, height, data).unwrap();
+            let (bw, bh) = (width / BLOCK, height / BLOCK);
+            let mut locator = ScreenLocator::new(None);
+            locator.block_statistics(&frame, bw, bh);
+            let reference = reference_sums(&frame, bw, bh);
+            assert_eq!(locator.block_sums, reference, "{width}x{height}");
+            // The 16-byte path too (the one taken without AVX2, and on aarch64).
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            {
+                let mut sums = vec![BlockSums::default(); reference.len()];
+                block_sums_simd(&frame, bw, &mut sums);
+                assert_eq!(sums, reference, "{width}x{height}, 16-byte path");
+            }
+        }
+    }
 }
