@@ -226,18 +226,22 @@ impl Classifier {
             .model_for_read(&mut std::io::Cursor::new(&bytes))
             .with_context(|| format!("{} is not a loadable ONNX model", model_path.display()))?;
         check_declared_input(&model, [1, 3, h, w]).with_context(|| format!("model file {}", model_path.display()))?;
-        let mut model = model
+        let typed = model
             .with_input_fact(0, f32::fact([1, 3, h, w]).into())
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_typed())
             .with_context(|| format!("cannot prepare model {} for a 1x3x{h}x{w} input", model_path.display()))?;
-        // KIDNEY_SCREEN_TRACT_ONLY=1 keeps tract's own ops and evaluation, to measure what
-        // preparation buys.
+        // KIDNEY_SCREEN_TRACT_ONLY=1 keeps tract's own optimisation, ops and evaluation, to
+        // measure what preparation buys.
         let tract_only = std::env::var_os("KIDNEY_SCREEN_TRACT_ONLY").is_some();
-        if !tract_only {
-            let prepared = crate::model_prep::prepare(&mut model)
-                .with_context(|| format!("cannot prepare model {}", model_path.display()))?;
-            log::debug!("{}: {prepared:?}", model_path.display());
+        let model = if tract_only {
+            typed.into_optimized()
+        } else {
+            crate::model_prep::optimize_and_prepare(typed).map(|(model, prepared)| {
+                log::debug!("{}: {prepared:?}", model_path.display());
+                model
+            })
         }
+        .with_context(|| format!("cannot prepare model {} for a 1x3x{h}x{w} input", model_path.display()))?;
         ensure!(
             model.outputs.len() == 1,
             "model {} has {} outputs, expected 1",

@@ -232,15 +232,17 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
     let dir = shipped_model();
     let manifest = Manifest::load(&dir).unwrap();
     let (w, h) = (manifest.input.width as usize, manifest.input.height as usize);
-    let optimized = tract_onnx::onnx()
+    let typed = tract_onnx::onnx()
         .model_for_path(dir.join(&manifest.file))
         .unwrap()
         .with_input_fact(0, f32::fact([1, 3, h, w]).into())
         .unwrap()
-        .into_optimized()
+        .into_typed()
         .unwrap();
-    let mut prepared = optimized.clone();
-    let report = kidney_screen::model_prep::prepare(&mut prepared).unwrap();
+    let optimized = typed.clone().into_optimized().unwrap();
+    let (prepared, report) = kidney_screen::model_prep::optimize_and_prepare(typed).unwrap();
+    // DenseNet121 has 61 1x1 convolutions (58 in dense layers, 3 in transitions).
+    assert_eq!(report.pointwise_rows_merged, 61, "{report:?}");
     // The input quantize of every convolution (the QOperator graph quantizes 120 conv inputs).
     assert!(report.quantize_ops_replaced >= 120, "{report:?}");
     // The 3x3 convolutions' im2col is replaced where the int8 kernel takes the K=4-inner packing
