@@ -270,12 +270,19 @@ pub(crate) fn draw_thumb(canvas: &mut Canvas, layout: &Layout, roi: Option<(u32,
     for (x, y, bw, bh) in bars {
         canvas.fill_rect(&Rectangle::new(Point::new(x as i32, y as i32), Size::new(bw, bh)), THUMB_EMPTY);
     }
+    // Source columns of each thumbnail column, worked out once, not once per pixel: the thumbnail
+    // is redrawn every frame. The canvas is at most a few hundred pixels wide.
+    let mut columns: heapless::Vec<(u32, u32), 512> = heapless::Vec::new();
+    for tx in 0..tw {
+        let sx0 = tx * rw / tw;
+        if columns.push((sx0, ((tx + 1) * rw / tw).max(sx0 + 1))).is_err() {
+            break;
+        }
+    }
     for ty in 0..th {
         let sy0 = ty * rh / th;
         let sy1 = ((ty + 1) * rh / th).max(sy0 + 1);
-        for tx in 0..tw {
-            let sx0 = tx * rw / tw;
-            let sx1 = ((tx + 1) * rw / tw).max(sx0 + 1);
+        for (tx, &(sx0, sx1)) in (0..tw).zip(&columns) {
             let mut sum = 0u32;
             for sy in sy0..sy1 {
                 let row = &px[(sy * rw) as usize..];
