@@ -1,9 +1,11 @@
-//! Load-time preparation of the optimised tract graph, and how it is evaluated: replaces ops
-//! whose generic implementation is slow with equivalent ones, and fuses chains of them. Results
-//! are bit-identical (tested), so the model's verdicts and parity figures do not change.
+//! Load-time preparation of the tract graph, and how it is evaluated: merges the rows of 1x1
+//! convolutions before tract's code generation, replaces ops whose generic implementation is
+//! slow with equivalent ones, and fuses chains of them. Results are bit-identical (tested), so
+//! the model's verdicts and parity figures do not change.
 //!
 //! On the int8 DenseNet (development machine, 1 thread, `bench --ops`, README "Speed"): tract
-//! alone 39.9 ms per inference, prepared 9.8 ms (with the AVX2 dispatch of `crate::simd`).
+//! alone 39.9 ms per inference, prepared about 7 ms (with the AVX2 dispatch of `crate::simd`).
+//! - [`merge_pointwise_rows`]: one matmul per 1x1 convolution, not one per image row.
 //! - [`eval_node`]: `vzeroupper` after each node on x86, for the SSE code after tract's AVX kernels.
 //! - [`FastQuantizeU8`]: tract's `QuantizeLinearU8` rounds through a branchy scalar
 //!   `round_ties_to_even`; this computes the same bytes with max/min and the float

@@ -156,3 +156,25 @@ fn run_replays_a_profile_and_writes_the_audit_log() {
     let verdicts: Vec<&str> = records.iter().map(|r| r.verdict.as_str()).collect();
     assert_eq!(verdicts, ["ESRD SUSPECTED", "NORMAL"]);
 }
+
+#[test]
+fn bench_reports_every_stage_and_the_summary_as_json_lines() {
+    let out = run(bin().args(["bench", "--iterations", "5", "--warmup", "1", "--hd720"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {err}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let stages: Vec<&str> = lines.iter().filter_map(|l| l["stage"].as_str()).collect();
+    for stage in ["decode_yuyv", "decode_mjpeg", "screen_locate", "preprocess", "inference", "indicator", "whole_frame"]
+    {
+        assert!(stages.contains(&stage), "{stage} missing: {stages:?}");
+    }
+    let summary = lines.iter().find(|l| l["summary"] == true).expect("summary line");
+    for key in ["inference_ms", "non_inference_ms", "in_loop_non_inference_ms", "peak_rss_mb"] {
+        let value = summary[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {summary}"));
+        assert!(value.is_finite() && value > 0.0, "{key} = {value}");
+    }
+    assert_eq!(summary["screen"], "1280x720");
+}
