@@ -289,15 +289,21 @@ fn block_sums_simd(frame: &LumaFrame, bw: u32, out: &mut [BlockSums]) {
     for (by, row_sums) in out.chunks_exact_mut(bw as usize).enumerate() {
         let rows: [&[u8]; BLOCK as usize] = std::array::from_fn(|i| frame.row(by as u32 * BLOCK + i as u32));
         for (bx, sums) in row_sums.iter_mut().enumerate() {
-            let segments: [&[u8; BLOCK as usize]; BLOCK as usize] = std::array::from_fn(|i| {
-                let Ok(segment) = <&[u8; BLOCK as usize]>::try_from(&rows[i][bx * block..][..block]) else {
-                    unreachable!("a slice of BLOCK bytes")
-                };
-                segment
-            });
-            *sums = block_sums_of(&segments);
+            *sums = block_sums_of(&block_segments(&rows, bx * block));
         }
     }
+}
+
+/// The 16 row segments of the block whose left column is `x`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+fn block_segments<'a>(rows: &[&'a [u8]; BLOCK as usize], x: usize) -> [&'a [u8; BLOCK as usize]; BLOCK as usize] {
+    std::array::from_fn(|i| {
+        let Ok(segment) = <&[u8; BLOCK as usize]>::try_from(&rows[i][x..][..BLOCK as usize]) else {
+            unreachable!("a slice of BLOCK bytes")
+        };
+        segment
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -374,14 +380,7 @@ fn block_sums_avx2(frame: &LumaFrame, bw: u32, out: &mut [BlockSums]) {
             }
         }
         if let [last] = single {
-            let x = pairs.len() * pair;
-            let segments: [&[u8; BLOCK as usize]; BLOCK as usize] = std::array::from_fn(|i| {
-                let Ok(segment) = <&[u8; BLOCK as usize]>::try_from(&rows[i][x..][..BLOCK as usize]) else {
-                    unreachable!("a slice of BLOCK bytes")
-                };
-                segment
-            });
-            *last = block_sums_of(&segments);
+            *last = block_sums_of(&block_segments(&rows, pairs.len() * pair));
         }
     }
 }
