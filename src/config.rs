@@ -134,7 +134,7 @@ pub struct Config {
     pub audit_sync: bool,
     /// `[audit] max_bytes`: audit.jsonl is rotated before it would pass this size.
     pub audit_max_bytes: u64,
-    /// `[audit] keep`: rotated audit files kept (audit.1.jsonl .. audit.<keep>.jsonl).
+    /// `[audit] keep`: rotated audit files kept (`audit.1.jsonl` .. `audit.<keep>.jsonl`).
     pub audit_keep: usize,
     /// `[model] public_key`: ed25519 key (32 bytes) the model manifest's signature
     /// (`manifest.toml.sig`) must verify with; None: no signature check.
