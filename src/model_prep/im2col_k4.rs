@@ -9,7 +9,7 @@
 //! the padded input, and each run interleaves four contiguous K rows into the panel, a loop the
 //! compiler vectorises. The tests below compare its bytes with tract's op.
 
-use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
+use tract_linalg::mmm::{PackedExoticFact, PackedMatrixStorage};
 use tract_linalg::pack::PackedI8K4;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -198,25 +198,17 @@ impl EvalOp for Im2ColK4 {
         };
         let (n, r) = (g.n(), self.format.r);
         let panel_len = self.panel_len();
-        // SAFETY: every byte is written before it is read: `pack` writes columns 0..n of every
-        // panel, K padding lanes included, and the spare columns of the last panel are zeroed.
-        let mut data = unsafe {
-            Tensor::uninitialized_aligned_dt(self.datum_type, &[n.div_ceil(r) * panel_len], self.format.alignment())?
-        };
-        let packed = data.as_bytes_mut();
-        // `pack` writes every lane of the first n columns, K padding included. The kernel also
-        // reads the last panel's spare columns: zero them.
-        if n % r != 0 {
-            packed[(n / r) * panel_len..].fill(0);
-        }
         let padded = self.pad_input(bytes, pad);
-        crate::simd::with_avx2!(self.pack(&padded, packed));
-        let value: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
-            fact: PackedExoticFact { format: Box::new(self.format.clone()), k: g.k(), mn: n.to_dim() },
-            packed: data.into_blob()?.into(),
-            panel_bytes: if n > 0 { panel_len } else { 0 },
-            mn: n,
-        });
+        let fill = |packed: &mut [u8]| {
+            // The kernel also reads the last panel's spare columns: zero them.
+            if n % r != 0 {
+                packed[(n / r) * panel_len..].fill(0);
+            }
+            crate::simd::with_avx2!(self.pack(&padded, packed));
+        };
+        // SAFETY: `fill` writes every byte: `pack` writes columns 0..n of every panel, K padding
+        // lanes included, and the spare columns are zeroed above.
+        let value = unsafe { super::pack_k4::packed_matrix(&self.format, self.datum_type, g.k(), n, fill)? };
         let packed = PackedMatrixStorage::new_batched(&[1, 1], tvec![value]).into_tensor(self.datum_type);
         Ok(tvec!(packed.into_tvalue()))
     }
@@ -236,6 +228,7 @@ impl TypedOp for Im2ColK4 {
 mod tests {
     use super::*;
     use tract_linalg::MmmDispatch;
+    use tract_linalg::mmm::EagerPackedInput;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 
     /// A runnable matmul kernel of this machine with a K=4-inner activation packing, if any.

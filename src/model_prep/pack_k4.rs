@@ -15,6 +15,33 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
 
+/// A `k` x `mn` matrix in `format`, as tract's matmul reads it (`EagerPackedInput`), its
+/// `mn.div_ceil(r)` panels written by `fill`.
+///
+/// # Safety
+/// `fill` must write every byte of the slice it gets: the buffer starts uninitialised (the packing
+/// writes it all once; zeroing it first would be a second pass).
+pub(super) unsafe fn packed_matrix(
+    format: &PackedI8K4,
+    datum_type: DatumType,
+    k: usize,
+    mn: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> TractResult<Box<dyn MMMInputValue>> {
+    let panel_len = format.single_panel_len(k);
+    // SAFETY: the caller's `fill` writes every byte before anything reads them.
+    let mut data = unsafe {
+        Tensor::uninitialized_aligned_dt(datum_type, &[mn.div_ceil(format.r) * panel_len], format.alignment())?
+    };
+    fill(data.as_bytes_mut());
+    Ok(Box::new(EagerPackedInput {
+        fact: PackedExoticFact { format: Box::new(format.clone()), k, mn: mn.to_dim() },
+        packed: data.into_blob()?.into(),
+        panel_bytes: if mn > 0 { panel_len } else { 0 },
+        mn,
+    }))
+}
+
 /// Writes `block` (4 bytes per column) from up to four K rows of equal length: column `i` gets
 /// `[a[i], b[i], c[i], d[i]]`, and a missing row (past the end of K) gives 0.
 #[inline(always)]
@@ -239,28 +266,14 @@ impl EvalOp for PackK4 {
         let bytes = input.as_bytes();
         let expected = self.k * self.mn * self.matrix_offsets.len();
         ensure!(bytes.len() == expected, "PackK4 input has shape {:?}", input.shape());
-        let panel_len = self.format.single_panel_len(self.k);
         let values = self
             .matrix_offsets
             .iter()
             .map(|&offset| {
+                let fill = |packed: &mut [u8]| crate::simd::with_avx2!(self.pack(bytes, offset, packed));
                 // SAFETY: `pack` writes every byte of every panel (K padding rows and spare
                 // columns as 0).
-                let mut data = unsafe {
-                    Tensor::uninitialized_aligned_dt(
-                        datum_type,
-                        &[self.mn.div_ceil(self.format.r) * panel_len],
-                        self.format.alignment(),
-                    )?
-                };
-                crate::simd::with_avx2!(self.pack(bytes, offset, data.as_bytes_mut()));
-                let value: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
-                    fact: PackedExoticFact { format: Box::new(self.format.clone()), k: self.k, mn: self.mn.to_dim() },
-                    packed: data.into_blob()?.into(),
-                    panel_bytes: panel_len,
-                    mn: self.mn,
-                });
-                Ok(value)
+                unsafe { packed_matrix(&self.format, datum_type, self.k, self.mn, fill) }
             })
             .collect::<TractResult<TVec<_>>>()?;
         let shape: TVec<usize> = self.output.shape.as_concrete().context("PackK4 output shape")?.into();
