@@ -14,18 +14,23 @@
 //! - [`PackK4`]: the activation packing of 1x1 convolutions for the same kernels.
 //! - [`AffineReluQuantize`]: batch norm + ReLU + quantize + offset in one pass.
 //! - [`ByteTable`]: byte-to-byte chains (dequantize, ReLU, quantize, offset) as a lookup table.
+//! - [`FastPool`]: max and average pools with each kernel tap a contiguous run of the output row.
 
 mod affine_relu_quantize;
 mod byte_table;
 mod im2col_k4;
 mod pack_k4;
+mod pool;
 
 pub use affine_relu_quantize::AffineReluQuantize;
 pub use byte_table::ByteTable;
 pub use im2col_k4::Im2ColK4;
 pub use pack_k4::PackK4;
+pub use pool::FastPool;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::OptMaxPool;
+use tract_onnx::tract_core::ops::cnn::OptSumPool;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
 use tract_onnx::tract_core::ops::matmul::pack::OptMatMulPack;
@@ -227,12 +232,14 @@ pub struct Prepared {
     pub byte_tables_fused: usize,
     /// Quantized 1x1 convolutions run as one matmul over the feature map ([`merge_pointwise_rows`]).
     pub pointwise_rows_merged: usize,
+    /// Max and average pools run as [`FastPool`].
+    pub pools_replaced: usize,
 }
 
 /// Rewrites an optimised model in place: quantize ops with f32 input (the fast path covers f32;
 /// tract's op also takes f16 and i32), and the im2col of 8-bit convolutions packed for a K=4-inner
 /// matmul kernel ([`Im2ColK4`] says which) and the packing of 1x1 convolutions' activations for
-/// it ([`PackK4`]); then it fuses batch norm + ReLU + quantize chains
+/// it ([`PackK4`]), and f32 max and average pools ([`FastPool`]); then it fuses batch norm + ReLU + quantize chains
 /// ([`AffineReluQuantize`]) and byte-to-byte chains ([`ByteTable`]).
 pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
     let mut prepared = Prepared::default();
@@ -253,6 +260,14 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
         } else if let Some(pack) = node.op_as::<OptMatMulPack>() {
             let Some(op) = PackK4::replacing(pack, input, &node.outputs[0].fact) else { continue };
             prepared.packs_replaced += 1;
+            Box::new(op)
+        } else if let Some(pool) = node.op_as::<OptMaxPool>() {
+            let Some(op) = FastPool::replacing_max(pool, input) else { continue };
+            prepared.pools_replaced += 1;
+            Box::new(op)
+        } else if let Some(pool) = node.op_as::<OptSumPool>() {
+            let Some(op) = FastPool::replacing_average(pool, input) else { continue };
+            prepared.pools_replaced += 1;
             Box::new(op)
         } else {
             continue;
