@@ -13,6 +13,7 @@
 //! - [`Im2ColK4`]: the im2col of 8-bit convolutions for K=4-inner int8 kernels.
 //! - [`PackK4`]: the activation packing of 1x1 convolutions for the same kernels.
 //! - [`AffineReluQuantize`]: batch norm + ReLU + quantize + offset in one pass.
+//! - [`ConcatAffineReluQuantize`]: the same, reading DenseNet's concatenated features in place.
 //! - [`ByteTable`]: byte-to-byte chains (dequantize, ReLU, quantize, offset) as a lookup table.
 //! - [`FastPool`]: max and average pools with each kernel tap a contiguous run of the output row.
 
@@ -22,7 +23,7 @@ mod im2col_k4;
 mod pack_k4;
 mod pool;
 
-pub use affine_relu_quantize::AffineReluQuantize;
+pub use affine_relu_quantize::{AffineReluQuantize, ConcatAffineReluQuantize};
 pub use byte_table::ByteTable;
 pub use im2col_k4::Im2ColK4;
 pub use pack_k4::PackK4;
@@ -232,6 +233,9 @@ pub struct Prepared {
     pub byte_tables_fused: usize,
     /// Quantized 1x1 convolutions run as one matmul over the feature map ([`merge_pointwise_rows`]).
     pub pointwise_rows_merged: usize,
+    /// Channel concatenations read in place by their [`AffineReluQuantize`]
+    /// ([`ConcatAffineReluQuantize`]).
+    pub concats_read_in_place: usize,
     /// Max and average pools run as [`FastPool`].
     pub pools_replaced: usize,
 }
@@ -276,6 +280,7 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
     }
     // Fusions read the quantize ops replaced above.
     prepared.affine_relu_quantize_fused = fuse_all(model, affine_relu_quantize::find)?;
+    prepared.concats_read_in_place = affine_relu_quantize::fuse_concats(model)?;
     prepared.byte_tables_fused = fuse_all(model, byte_table::find)?;
     Ok(prepared)
 }

@@ -249,6 +249,10 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
     // (AVX-512-VNNI, AVX-VNNI, SDOT); other CPUs keep tract's. The 1x1 convolutions' activation
     // packing (`PackK4`) is replaced on the same CPUs.
     assert_eq!(report.packs_replaced > 0, report.im2col_ops_replaced > 0, "{report:?}");
+    // 54 dense layers (all but each block's first) and 3 transitions read their concatenated
+    // input in place; the stem's max pool and the 3 transitions' average pools are replaced.
+    assert_eq!(report.concats_read_in_place, 57, "{report:?}");
+    assert_eq!(report.pools_replaced, 4, "{report:?}");
     eprintln!("{report:?}");
     let tract_plan = optimized.into_runnable().unwrap();
     let prepared_plan = prepared.into_runnable().unwrap();
