@@ -13,7 +13,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::OptBinChain;
 use tract_onnx::tract_core::ops::quant::OffsetU8asI8;
 
-use super::{FastQuantizeU8, Fusion, element_wise, quantize_u8, sole_consumer};
+use super::{FastQuantizeU8, Fusion, element_wise, quantize_non_negative_u8, quantize_u8, sole_consumer};
 
 /// `max(x * scale[c] + shift[c], 0)` quantized (tract's `QuantizeLinearU8` rounding), for
 /// each channel `c` of `period` consecutive values; then, if `to_i8`, offset by -128.
@@ -111,11 +111,22 @@ impl AffineReluQuantize {
     fn channel<T: Copy>(&self, channel: usize, input: &[T], output: &mut [u8], load: impl Fn(T) -> f32) {
         let (zero_point, flip) = (f32::from(self.zero_point), if self.to_i8 { 0x80 } else { 0 });
         let (scale, shift) = (self.scale[channel], self.shift[channel]);
-        for (x, y) in input.iter().zip(output.iter_mut()) {
-            // As tract's chain: multiply, add, then max (two roundings, no fused multiply-add).
-            let v = load(*x) * scale + shift;
-            let v = if v > 0.0 { v } else { 0.0 };
-            *y = quantize_u8(v, self.quantize_scale, zero_point) ^ flip;
+        // As tract's chain: multiply, add, then max (two roundings, no fused multiply-add). After
+        // the max the value is +0.0 or more, never NaN: with a positive quantize scale (as ONNX
+        // requires) the quantize needs no lower clamps.
+        let relu = |x: T| {
+            let v = load(x) * scale + shift;
+            if v > 0.0 { v } else { 0.0 }
+        };
+        let quantize_scale = self.quantize_scale;
+        if quantize_scale > 0.0 && quantize_scale.is_finite() {
+            for (x, y) in input.iter().zip(output.iter_mut()) {
+                *y = quantize_non_negative_u8(relu(*x), quantize_scale, zero_point) ^ flip;
+            }
+        } else {
+            for (x, y) in input.iter().zip(output.iter_mut()) {
+                *y = quantize_u8(relu(*x), quantize_scale, zero_point) ^ flip;
+            }
         }
     }
 }
@@ -380,19 +391,23 @@ mod tests {
     fn edge_values_match_tracts_steps() {
         let xs = [0.0, -0.0, 1.0, -1.0, 0.5, 1.5, 2.5, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, 3e38, -3e38];
         let channels = [(1.0, 0.0), (0.37, -0.2), (-2.0, 1.0), (1e-3, 0.5)];
-        let (quantize_scale, zero_point) = (1.0 / 0.0235, 0);
-        let op =
-            op(channels.map(|c| c.0).to_vec(), channels.map(|c| c.1).to_vec(), xs.len(), quantize_scale, zero_point);
-        let input: Vec<f32> = channels.iter().flat_map(|_| xs).collect();
-        let mut output = vec![0u8; input.len()];
-        op.run(&input, &mut output);
-        for (i, (x, y)) in input.iter().zip(&output).enumerate() {
-            let (scale, shift) = channels[i / xs.len()];
-            assert_eq!(
-                *y,
-                reference(*x, scale, shift, quantize_scale, zero_point),
-                "x {x} scale {scale} shift {shift}"
-            );
+        // A positive quantize scale takes the short path; the others (not valid ONNX, but
+        // tract runs them) the general one. Zero point 0: with another, tract's own function
+        // overflows i32 on the infinite and 3e38 inputs.
+        for quantize_scale in [1.0 / 0.0235, -3.0, f32::INFINITY] {
+            let zero_point = 0;
+            let op = op(channels.map(|c| c.0).to_vec(), channels.map(|c| c.1).to_vec(), xs.len(), quantize_scale, zero_point);
+            let input: Vec<f32> = channels.iter().flat_map(|_| xs).collect();
+            let mut output = vec![0u8; input.len()];
+            op.run(&input, &mut output);
+            for (i, (x, y)) in input.iter().zip(&output).enumerate() {
+                let (scale, shift) = channels[i / xs.len()];
+                assert_eq!(
+                    *y,
+                    reference(*x, scale, shift, quantize_scale, zero_point),
+                    "x {x} scale {scale} shift {shift} quantize scale {quantize_scale}"
+                );
+            }
         }
     }
 
