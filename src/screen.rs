@@ -11,7 +11,9 @@ use crate::geometry::Rect;
 /// Block edge, in pixels, of the texture grid.
 const BLOCK: u32 = 16;
 /// A block whose standard deviation is at least this is textured (speckle, tissue).
-const TEXTURE_STD: f32 = 6.0;
+const TEXTURE_STD: u64 = 6;
+/// Pixels in a block.
+const BLOCK_PIXELS: u64 = (BLOCK * BLOCK) as u64;
 /// A frame whose whole standard deviation is below this is a flat "no signal" screen.
 const FLAT_FRAME_STD: f32 = 3.0;
 /// The image must cover at least this fraction of the screen.
@@ -45,7 +47,8 @@ pub struct ScreenLocator {
     locked: Option<Rect>,
     /// Frame size the locked rectangle was found on: a mode change drops the lock.
     locked_frame: (u32, u32),
-    block_std: Vec<f32>,
+    /// Per block: standard deviation >= [`TEXTURE_STD`].
+    textured: Vec<bool>,
     labels: Vec<u32>,
     stack: Vec<usize>,
     block_sums: Vec<BlockSums>,
@@ -71,7 +74,7 @@ impl ScreenLocator {
             fixed_frame: None,
             locked: None,
             locked_frame: (0, 0),
-            block_std: Vec::new(),
+            textured: Vec::new(),
             labels: Vec::new(),
             stack: Vec::new(),
             block_sums: Vec::new(),
@@ -156,7 +159,7 @@ impl ScreenLocator {
         ScreenState::Image(rect)
     }
 
-    /// Fills `block_std` and returns the whole frame's standard deviation.
+    /// Fills `textured` and returns the whole frame's standard deviation.
     #[inline(always)]
     fn block_statistics(&mut self, frame: &LumaFrame, bw: u32, bh: u32) -> f32 {
         self.block_sums.clear();
@@ -172,19 +175,17 @@ impl ScreenLocator {
         block_sums_simd(frame, bw, &mut self.block_sums);
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         self.block_sums_portable(frame, bw, bh);
-        let (mut total, mut total_sq) = (0f64, 0f64);
-        let n = f64::from(BLOCK * BLOCK);
-        self.block_std.clear();
-        self.block_std.extend(self.block_sums.iter().map(|sums| {
-            let (s, sq) = (f64::from(sums.sum), f64::from(sums.squares));
+        let (mut total, mut total_sq) = (0u64, 0u64);
+        self.textured.clear();
+        self.textured.extend(self.block_sums.iter().map(|sums| {
+            let (s, sq) = (u64::from(sums.sum), u64::from(sums.squares));
             total += s;
             total_sq += sq;
-            let mean = s / n;
-            (sq / n - mean * mean).max(0.0).sqrt() as f32
+            block_is_textured(s, sq)
         }));
-        let count = n * f64::from(bw * bh);
-        let mean = total / count;
-        (total_sq / count - mean * mean).max(0.0).sqrt() as f32
+        let count = (BLOCK_PIXELS * u64::from(bw * bh)) as f64;
+        let mean = total as f64 / count;
+        (total_sq as f64 / count - mean * mean).max(0.0).sqrt() as f32
     }
 
     /// Block sums on CPUs without the vector path: per-column totals over the 16 rows of a block
@@ -221,7 +222,7 @@ impl ScreenLocator {
         for by in y0..y1 {
             for bx in x0..x1 {
                 all += 1;
-                if self.block_std[(by * bw + bx) as usize] >= TEXTURE_STD {
+                if self.textured[(by * bw + bx) as usize] {
                     textured += 1;
                 }
             }
@@ -238,7 +239,7 @@ impl ScreenLocator {
         let mut best: Option<(usize, Rect)> = None;
         let mut next_label = 1;
         for start in 0..w * h {
-            if self.labels[start] != 0 || self.block_std[start] < TEXTURE_STD {
+            if self.labels[start] != 0 || !self.textured[start] {
                 continue;
             }
             stack.clear();
@@ -259,7 +260,7 @@ impl ScreenLocator {
                             continue;
                         }
                         let j = ny as usize * w + nx as usize;
-                        if self.labels[j] == 0 && self.block_std[j] >= TEXTURE_STD {
+                        if self.labels[j] == 0 && self.textured[j] {
                             self.labels[j] = next_label;
                             stack.push(j);
                         }
@@ -385,6 +386,15 @@ fn block_sums_avx2(frame: &LumaFrame, bw: u32, out: &mut [BlockSums]) {
     }
 }
 
+/// Whether a block with pixel sum `sum` and sum of squares `squares` has a standard deviation of
+/// at least [`TEXTURE_STD`]: `squares / n - (sum / n)^2 >= TEXTURE_STD^2`, times `n^2`, in
+/// integers (no square root or division per block; the sums are exact, so this is the same
+/// decision as in floating point).
+fn block_is_textured(sum: u64, squares: u64) -> bool {
+    // n * squares >= sum^2 for any pixels (Cauchy-Schwarz); saturating all the same.
+    (BLOCK_PIXELS * squares).saturating_sub(sum * sum) >= TEXTURE_STD * TEXTURE_STD * BLOCK_PIXELS * BLOCK_PIXELS
+}
+
 fn within_tolerance(locked: &Rect, found: &Rect) -> bool {
     let tol = (LOCK_TOLERANCE_FRACTION * locked.width.max(locked.height) as f32) as u32;
     locked.max_edge_distance(found) <= tol.max(2)
@@ -399,11 +409,35 @@ fn refine_edges(frame: &LumaFrame, blocks: Rect) -> Rect {
     let y1 = (blocks.bottom() * BLOCK).min(frame.height());
     // A line of the image must hold a few content pixels, so one hot pixel does not count.
     const MIN_CONTENT: usize = 3;
-    let col_has = |x: u32| (y0..y1).filter(|&y| frame.get(x, y) > CONTENT_LEVEL).count() >= MIN_CONTENT;
     let row_has =
         |y: u32| frame.row(y)[x0 as usize..x1 as usize].iter().filter(|&&p| p > CONTENT_LEVEL).count() >= MIN_CONTENT;
-    let left = (x0..x1).find(|&x| col_has(x)).unwrap_or(x0);
-    let right = (left..x1).rev().find(|&x| col_has(x)).map_or(x1, |x| x + 1);
+    // Columns are counted a block's width at a time along whole rows (contiguous reads), not one
+    // column at a time down the frame.
+    let column_counts = |from: u32, to: u32| {
+        let mut counts = [0usize; BLOCK as usize];
+        for y in y0..y1 {
+            for (count, &p) in counts.iter_mut().zip(&frame.row(y)[from as usize..to as usize]) {
+                *count += usize::from(p > CONTENT_LEVEL);
+            }
+        }
+        counts
+    };
+    let col_has_from = |from: u32, to: u32, last: bool| {
+        let counts = column_counts(from, to);
+        let counts = &counts[..(to - from) as usize];
+        let found = if last {
+            counts.iter().rposition(|&c| c >= MIN_CONTENT)
+        } else {
+            counts.iter().position(|&c| c >= MIN_CONTENT)
+        };
+        found.map(|i| from + i as u32)
+    };
+    let left = (x0..x1).step_by(BLOCK as usize).find_map(|x| col_has_from(x, (x + BLOCK).min(x1), false)).unwrap_or(x0);
+    let right = (left..x1)
+        .rev()
+        .step_by(BLOCK as usize)
+        .find_map(|end| col_has_from(end.saturating_sub(BLOCK - 1).max(left), end + 1, true))
+        .map_or(x1, |x| x + 1);
     let top = (y0..y1).find(|&y| row_has(y)).unwrap_or(y0);
     let bottom = (top..y1).rev().find(|&y| row_has(y)).map_or(y1, |y| y + 1);
     Rect::new(left, top, right.saturating_sub(left).max(1), bottom.saturating_sub(top).max(1))
@@ -429,6 +463,78 @@ mod tests {
             }
         }
         sums
+    }
+
+    /// The edge refinement one column at a time down the frame, as it was before the columns
+    /// were counted along rows.
+    fn reference_refine_edges(frame: &LumaFrame, blocks: Rect) -> Rect {
+        let (x0, y0) = (blocks.x * BLOCK, blocks.y * BLOCK);
+        let x1 = (blocks.right() * BLOCK).min(frame.width());
+        let y1 = (blocks.bottom() * BLOCK).min(frame.height());
+        let col_has = |x: u32| (y0..y1).filter(|&y| frame.get(x, y) > CONTENT_LEVEL).count() >= 3;
+        let row_has = |y: u32| (x0..x1).filter(|&x| frame.get(x, y) > CONTENT_LEVEL).count() >= 3;
+        let left = (x0..x1).find(|&x| col_has(x)).unwrap_or(x0);
+        let right = (left..x1).rev().find(|&x| col_has(x)).map_or(x1, |x| x + 1);
+        let top = (y0..y1).find(|&y| row_has(y)).unwrap_or(y0);
+        let bottom = (top..y1).rev().find(|&y| row_has(y)).map_or(y1, |y| y + 1);
+        Rect::new(left, top, right.saturating_sub(left).max(1), bottom.saturating_sub(top).max(1))
+    }
+
+    #[test]
+    fn edge_refinement_equals_the_column_by_column_scan() {
+        let (width, height) = (200u32, 120u32);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..300 {
+            let mut pixels = vec![0u8; (width * height) as usize];
+            // Content in a random rectangle, a few stray bright pixels, dark columns inside.
+            let (cx0, cy0) = ((next() % 90) as u32, (next() % 50) as u32);
+            let (cx1, cy1) = (cx0 + 1 + (next() % 100) as u32, cy0 + 1 + (next() % 60) as u32);
+            for y in cy0..cy1.min(height) {
+                for x in cx0..cx1.min(width) {
+                    pixels[(y * width + x) as usize] = 20 + (next() % 200) as u8;
+                }
+            }
+            for _ in 0..(case % 7) {
+                pixels[(next() % u64::from(width * height)) as usize] = 255;
+            }
+            let frame = LumaFrame::from_vec(width, height, pixels).unwrap();
+            let (bx, by) = ((next() % 5) as u32, (next() % 3) as u32);
+            let blocks = Rect::new(bx, by, 1 + (next() % u64::from(width / BLOCK - bx)) as u32, 1 + (next() % u64::from(height / BLOCK - by)) as u32);
+            assert_eq!(refine_edges(&frame, blocks), reference_refine_edges(&frame, blocks), "case {case}, {blocks:?}");
+        }
+    }
+
+    /// The integer decision against the floating-point standard deviation it replaced, at and
+    /// around the threshold for every block sum.
+    #[test]
+    fn textured_decision_equals_the_float_standard_deviation() {
+        let float_decision = |sum: u64, squares: u64| {
+            let n = BLOCK_PIXELS as f64;
+            let mean = sum as f64 / n;
+            (squares as f64 / n - mean * mean).max(0.0).sqrt() as f32 >= TEXTURE_STD as f32
+        };
+        let (mut textured, mut flat) = (0, 0);
+        for sum in 0..=BLOCK_PIXELS * 255 {
+            // The smallest sum of squares with that sum is about sum^2 / n; the threshold is
+            // at (36 n^2 + sum^2) / n.
+            let floor = (sum * sum).div_ceil(BLOCK_PIXELS);
+            let threshold = (TEXTURE_STD * TEXTURE_STD * BLOCK_PIXELS * BLOCK_PIXELS + sum * sum) / BLOCK_PIXELS;
+            for squares in [floor, floor + 1, threshold.saturating_sub(1), threshold, threshold + 1, threshold + 2] {
+                if squares < floor || squares > BLOCK_PIXELS * 255 * 255 {
+                    continue;
+                }
+                let decision = block_is_textured(sum, squares);
+                assert_eq!(decision, float_decision(sum, squares), "sum {sum} squares {squares}");
+                if decision { textured += 1 } else { flat += 1 }
+            }
+        }
+        assert!(textured > 10_000 && flat > 10_000, "{textured} textured, {flat} flat");
     }
 
     #[test]
