@@ -338,7 +338,11 @@ mod tests {
             for scale in [1.0, 0.5, 1.0 / 0.0235, 1e-3, 1e3] {
                 for &x in &xs {
                     let general = quantize_u8(x, scale, f32::from(zero_point));
-                    assert_eq!(quantize_non_negative_u8(x, scale, f32::from(zero_point)), general, "x {x} scale {scale}");
+                    assert_eq!(
+                        quantize_non_negative_u8(x, scale, f32::from(zero_point)),
+                        general,
+                        "x {x} scale {scale}"
+                    );
                 }
             }
         }

@@ -505,7 +505,12 @@ mod tests {
             }
             let frame = LumaFrame::from_vec(width, height, pixels).unwrap();
             let (bx, by) = ((next() % 5) as u32, (next() % 3) as u32);
-            let blocks = Rect::new(bx, by, 1 + (next() % u64::from(width / BLOCK - bx)) as u32, 1 + (next() % u64::from(height / BLOCK - by)) as u32);
+            let blocks = Rect::new(
+                bx,
+                by,
+                1 + (next() % u64::from(width / BLOCK - bx)) as u32,
+                1 + (next() % u64::from(height / BLOCK - by)) as u32,
+            );
             assert_eq!(refine_edges(&frame, blocks), reference_refine_edges(&frame, blocks), "case {case}, {blocks:?}");
         }
     }

@@ -396,7 +396,13 @@ mod tests {
         // overflows i32 on the infinite and 3e38 inputs.
         for quantize_scale in [1.0 / 0.0235, -3.0, f32::INFINITY] {
             let zero_point = 0;
-            let op = op(channels.map(|c| c.0).to_vec(), channels.map(|c| c.1).to_vec(), xs.len(), quantize_scale, zero_point);
+            let op = op(
+                channels.map(|c| c.0).to_vec(),
+                channels.map(|c| c.1).to_vec(),
+                xs.len(),
+                quantize_scale,
+                zero_point,
+            );
             let input: Vec<f32> = channels.iter().flat_map(|_| xs).collect();
             let mut output = vec![0u8; input.len()];
             op.run(&input, &mut output);
