@@ -4,7 +4,7 @@
 //! the model's verdicts and parity figures do not change.
 //!
 //! On the int8 DenseNet (development machine, 1 thread, `bench --ops`, README "Speed"): tract
-//! alone 39.9 ms per inference, prepared about 7 ms (with the AVX2 dispatch of `crate::simd`).
+//! alone 39.9 ms per inference, prepared about 6.4 ms (with the AVX2 dispatch of `crate::simd`).
 //! - [`merge_pointwise_rows`]: one matmul per 1x1 convolution, not one per image row.
 //! - [`eval_node`]: `vzeroupper` after each node on x86, for the SSE code after tract's AVX kernels.
 //! - [`FastQuantizeU8`]: tract's `QuantizeLinearU8` rounds through a branchy scalar
