@@ -117,9 +117,9 @@ fn clear_upper_vector_state() {
     }
 }
 
-/// A chain of nodes found to replace: `op` reads `input` and stands for node `last`'s output.
+/// A chain of nodes found to replace: `op` reads `inputs` and stands for node `last`'s output.
 struct Fusion<O> {
-    input: OutletId,
+    inputs: TVec<OutletId>,
     last: usize,
     op: O,
 }
@@ -135,9 +135,9 @@ fn fuse_all<O: TypedOp>(
     let count = fusions.len();
     for fusion in fusions {
         let mut patch = TypedModelPatch::new(fusion.op.name());
-        let tap = patch.tap_model(model, fusion.input)?;
+        let taps = patch.taps(model, &fusion.inputs)?;
         let name = format!("{}.{}", model.nodes[fusion.last].name, fusion.op.name());
-        let fused = patch.wire_node(name, fusion.op, &[tap])?[0];
+        let fused = patch.wire_node(name, fusion.op, &taps)?[0];
         patch.shunt_outside(model, OutletId::new(fusion.last, 0), fused)?;
         patch.apply(model)?;
     }
@@ -292,7 +292,7 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
     }
     // Fusions read the quantize ops replaced above.
     prepared.affine_relu_quantize_fused = fuse_all(model, affine_relu_quantize::find)?;
-    prepared.concats_read_in_place = affine_relu_quantize::fuse_concats(model)?;
+    prepared.concats_read_in_place = fuse_all(model, affine_relu_quantize::find_concat)?;
     prepared.byte_tables_fused = fuse_all(model, byte_table::find)?;
     Ok(prepared)
 }

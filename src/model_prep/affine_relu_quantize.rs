@@ -91,7 +91,7 @@ pub(super) fn find(model: &TypedModel, chain: usize) -> TractResult<Option<Fusio
         to_i8: offset.is_some(),
         output,
     };
-    Ok(Some(Fusion { input: node.inputs[0], last: last.id, op }))
+    Ok(Some(Fusion { inputs: tvec![node.inputs[0]], last: last.id, op }))
 }
 
 impl AffineReluQuantize {
@@ -181,16 +181,9 @@ impl PartialEq for ConcatAffineReluQuantize {
 
 impl Eq for ConcatAffineReluQuantize {}
 
-/// A concatenation to read in place: the outlets to read, in order, and how.
-pub(super) struct ConcatFusion {
-    inputs: Vec<OutletId>,
-    affine: usize,
-    op: ConcatAffineReluQuantize,
-}
-
 /// Finds an [`AffineReluQuantize`] whose input is a channel `Concat` of `[1, C, ...]` maps that
 /// it alone reads. Pieces made by `DequantizeLinearF32` from u8 are read before the dequantize.
-pub(super) fn find_concat(model: &TypedModel, affine: usize) -> TractResult<Option<ConcatFusion>> {
+pub(super) fn find_concat(model: &TypedModel, affine: usize) -> TractResult<Option<Fusion<ConcatAffineReluQuantize>>> {
     use tract_onnx::tract_core::ops::array::TypedConcat;
     use tract_onnx::tract_core::ops::quant::DequantizeLinearF32;
     let node = &model.nodes[affine];
@@ -200,7 +193,7 @@ pub(super) fn find_concat(model: &TypedModel, affine: usize) -> TractResult<Opti
     if concat_op.axis != 1 || sole_consumer(model, concat.id).map(|n| n.id) != Some(affine) {
         return Ok(None);
     }
-    let mut inputs = Vec::with_capacity(concat.inputs.len());
+    let mut inputs = TVec::with_capacity(concat.inputs.len());
     let mut pieces = Vec::with_capacity(concat.inputs.len());
     for &outlet in &concat.inputs {
         let fact = model.outlet_fact(outlet)?;
@@ -228,23 +221,7 @@ pub(super) fn find_concat(model: &TypedModel, affine: usize) -> TractResult<Opti
     if pieces.iter().map(Piece::channels).sum::<usize>() != op.scale.len() {
         return Ok(None);
     }
-    Ok(Some(ConcatFusion { inputs, affine, op: ConcatAffineReluQuantize { affine: op.clone(), pieces } }))
-}
-
-/// Applies every [`find_concat`] fusion; returns how many.
-pub(super) fn fuse_concats(model: &mut TypedModel) -> TractResult<usize> {
-    let fusions =
-        (0..model.nodes.len()).filter_map(|id| find_concat(model, id).transpose()).collect::<TractResult<Vec<_>>>()?;
-    let count = fusions.len();
-    for fusion in fusions {
-        let mut patch = TypedModelPatch::new("ConcatAffineReluQuantize");
-        let taps = patch.taps(model, &fusion.inputs)?;
-        let name = format!("{}.concat", model.nodes[fusion.affine].name);
-        let fused = patch.wire_node(name, fusion.op, &taps)?[0];
-        patch.shunt_outside(model, OutletId::new(fusion.affine, 0), fused)?;
-        patch.apply(model)?;
-    }
-    Ok(count)
+    Ok(Some(Fusion { inputs, last: affine, op: ConcatAffineReluQuantize { affine: op.clone(), pieces } }))
 }
 
 /// One input's values, as [`Piece`] says to read them.

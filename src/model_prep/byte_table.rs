@@ -81,7 +81,7 @@ pub(super) fn find(model: &TypedModel, first: usize) -> TractResult<Option<Fusio
     let table: [u8; 256] = table_tensor.as_bytes().try_into().context("table of 256 bytes")?;
     let output = last.outputs[0].fact.datum_type;
     ensure!(output.size_of() == 1);
-    Ok(Some(Fusion { input: node.inputs[0], last: last.id, op: ByteTable { table, output } }))
+    Ok(Some(Fusion { inputs: tvec![node.inputs[0]], last: last.id, op: ByteTable { table, output } }))
 }
 
 impl Op for ByteTable {
