@@ -227,7 +227,7 @@ pub(super) fn find_concat(model: &TypedModel, affine: usize) -> TractResult<Opti
 /// One input's values, as [`Piece`] says to read them.
 enum PieceValues<'a> {
     F32(&'a [f32]),
-    U8(&'a [u8]),
+    Dequantize { values: &'a [u8], scale: f32, zero_point: i32 },
 }
 
 impl ConcatAffineReluQuantize {
@@ -239,20 +239,18 @@ impl ConcatAffineReluQuantize {
     fn run_portable(&self, inputs: &[PieceValues], output: &mut [u8]) {
         let period = self.affine.period;
         let mut rows = output.chunks_mut(period).enumerate();
-        for (piece, values) in self.pieces.iter().zip(inputs) {
-            match (*piece, values) {
-                (Piece::Dequantize { scale, zero_point, .. }, PieceValues::U8(values)) => {
+        for values in inputs {
+            match *values {
+                PieceValues::Dequantize { values, scale, zero_point } => {
                     for (x, (channel, y)) in values.chunks(period).zip(rows.by_ref()) {
                         self.affine.channel(channel, x, y, |q: u8| (i32::from(q) - zero_point) as f32 * scale);
                     }
                 }
-                (_, PieceValues::F32(values)) => {
+                PieceValues::F32(values) => {
                     for (x, (channel, y)) in values.chunks(period).zip(rows.by_ref()) {
                         self.affine.channel(channel, x, y, |x| x);
                     }
                 }
-                // The eval checks each input's type against its piece.
-                (_, PieceValues::U8(_)) => {}
             }
         }
     }
@@ -274,14 +272,14 @@ impl EvalOp for ConcatAffineReluQuantize {
         let plains = inputs.iter().map(|i| i.try_as_plain_ram()).collect::<TractResult<Vec<_>>>()?;
         let mut values = Vec::with_capacity(inputs.len());
         for ((piece, plain), input) in self.pieces.iter().zip(&plains).zip(&inputs) {
-            let (piece_values, len) = match piece {
+            let (piece_values, len) = match *piece {
                 Piece::F32 { .. } => {
                     let v = plain.as_slice::<f32>()?;
                     (PieceValues::F32(v), v.len())
                 }
-                Piece::Dequantize { .. } => {
+                Piece::Dequantize { scale, zero_point, .. } => {
                     let v = plain.as_slice::<u8>()?;
-                    (PieceValues::U8(v), v.len())
+                    (PieceValues::Dequantize { values: v, scale, zero_point }, v.len())
                 }
             };
             ensure!(
