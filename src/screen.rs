@@ -492,7 +492,8 @@ mod tests {
         };
         for case in 0..300 {
             let mut pixels = vec![0u8; (width * height) as usize];
-            // Content in a random rectangle, a few stray bright pixels, dark columns inside.
+            // Content in a random rectangle (values 20-219, so some pixels inside fall under the
+            // content level), and a few stray bright pixels outside it.
             let (cx0, cy0) = ((next() % 90) as u32, (next() % 50) as u32);
             let (cx1, cy1) = (cx0 + 1 + (next() % 100) as u32, cy0 + 1 + (next() % 60) as u32);
             for y in cy0..cy1.min(height) {

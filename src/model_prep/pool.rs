@@ -103,8 +103,9 @@ impl FastPool {
         (valid(&rows) && valid(&columns)).then_some(FastPool { kind, planes: batch * channels, rows, columns })
     }
 
-    /// Entries per stride phase of a split row: output columns plus the kernel's reach.
-    /// Whole groups of [`LANES`] output columns, so every group's taps are in the run.
+    /// Entries per stride phase of a split row: the output columns rounded up to whole groups of
+    /// [`LANES`] plus the kernel's reach (so every group's taps are in the run), and at least
+    /// every input column.
     fn phase_len(&self) -> usize {
         let c = self.columns;
         (c.output.next_multiple_of(LANES) + (c.kernel - 1) / c.stride).max((c.input + c.pad_before).div_ceil(c.stride))
