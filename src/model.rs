@@ -221,6 +221,7 @@ impl Classifier {
             );
         }
         let (w, h) = (manifest.input.width as usize, manifest.input.height as usize);
+        prefer_wide_int8_tile();
         let onnx = tract_onnx::onnx();
         let model = onnx
             .model_for_read(&mut std::io::Cursor::new(&bytes))
@@ -361,6 +362,29 @@ fn check_declared_input(model: &InferenceModel, expected: [usize; 4]) -> Result<
         }
     }
     Ok(())
+}
+
+/// The tract knob that says how many 512-bit FMA ports an x86 core has.
+const FMA_UNITS_KNOB: &str = "TRACT_AVX512_FMA_UNITS";
+
+/// Asks tract for its 16x16 zmm int8 kernel on AVX-512-VNNI x86, before anything probes.
+///
+/// tract chooses between that kernel and an 8x8 ymm one by a 1-2 ms micro-probe of 512- against
+/// 256-bit `VPDPBUSD` throughput, once per process. On the development machine (AMD Zen 4) the
+/// probe answered 2 on one VM and 1 on another of the same kind, which moved the benchmark by
+/// 2 ms; and on this network's matmuls (M 32..512, N >= 16, K 64..1152) the 16x16 kernel is the
+/// faster one there: OptMatMul 8.8 -> 6.7 ms per inference with the probe's 1 (`bench --ops`,
+/// README "Speed"). So the firmware sets the knob's global value; `TRACT_AVX512_FMA_UNITS` in the
+/// environment still wins (1 selects the 8x8 kernel). The int8 products are exact integers and
+/// the requantization is the same code, so the verdicts do not depend on the choice. Inert on
+/// other architectures.
+fn prefer_wide_int8_tile() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = tract_onnx::tract_core::knobs::set_config_global(FMA_UNITS_KNOB, "2") {
+            log::warn!("cannot set {FMA_UNITS_KNOB}: {e:#}");
+        }
+    });
 }
 
 /// Sets how many threads tract's matrix multiplications use (the board profile's
