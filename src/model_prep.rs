@@ -10,7 +10,8 @@
 //! - [`FastQuantizeU8`]: tract's `QuantizeLinearU8` rounds through a branchy scalar
 //!   `round_ties_to_even`; this computes the same bytes with max/min and the float
 //!   round-to-nearest-even trick, which vectorise on SSE2 and NEON alike.
-//! - [`Im2ColK4`]: the im2col of 8-bit convolutions for K=4-inner int8 kernels.
+//! - [`Im2ColK4`]: the im2col of 8-bit convolutions for K=4-inner int8 kernels; with
+//!   [`tap_major_convolutions`], in an order where it copies instead of interleaving.
 //! - [`PackK4`]: the activation packing of 1x1 convolutions for the same kernels.
 //! - [`AffineReluQuantize`]: batch norm + ReLU + quantize + offset in one pass.
 //! - [`ConcatAffineReluQuantize`]: the same, reading DenseNet's concatenated features in place.
@@ -250,6 +251,55 @@ pub struct Prepared {
     pub concats_read_in_place: usize,
     /// Max and average pools run as [`FastPool`].
     pub pools_replaced: usize,
+    /// [`Im2ColK4`]s switched to tap-major K, with their convolution's weights permuted to match
+    /// ([`tap_major_convolutions`]).
+    pub im2col_tap_major: usize,
+}
+
+/// Switches each [`Im2ColK4`] that can to tap-major K ([`Im2ColK4::tap_major`]), where its only
+/// reader is an `OptMatMul` whose weights are a constant read by nothing else: the constant's
+/// packed K rows are permuted the same way ([`im2col_k4::tap_major_weights`]). Packing then copies
+/// contiguous runs instead of interleaving four rows per group.
+pub fn tap_major_convolutions(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::konst::Const;
+    use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
+    let mut switched = 0;
+    for id in 0..model.nodes.len() {
+        let node = &model.nodes[id];
+        let Some(tap_major) = node.op_as::<Im2ColK4>().and_then(Im2ColK4::tap_major) else { continue };
+        let [reader] = node.outputs[0].successors.as_slice() else { continue };
+        let matmul_node = &model.nodes[reader.node];
+        let Some(matmul) = matmul_node.op_as::<OptMatMul>() else { continue };
+        let products: Vec<(&MatMulOperand, &MatMulOperand)> = matmul
+            .micro_ops
+            .iter()
+            .filter_map(|op| match op {
+                ProtoFusedSpec::AddMatMul { a, b, .. } => Some((a, b)),
+                _ => None,
+            })
+            .collect();
+        let [(MatMulOperand::Input(a), MatMulOperand::Input(b))] = products.as_slice() else { continue };
+        if *b != reader.slot || matmul_node.inputs.iter().filter(|&&i| i == OutletId::new(id, 0)).count() != 1 {
+            continue;
+        }
+        let weights = matmul_node.inputs[*a];
+        let weights_node = &model.nodes[weights.node];
+        let (Some(konst), [_]) = (weights_node.op_as::<Const>(), weights_node.outputs[0].successors.as_slice()) else {
+            continue;
+        };
+        let (channels, taps) = tap_major.channels_and_taps();
+        let Some(permuted) = im2col_k4::tap_major_weights(konst.val(), channels, taps)? else { continue };
+        let permuted = Arc::new(permuted);
+        let fact = &mut model.nodes[weights.node].outputs[0].fact;
+        let exotic_fact = fact.exotic_fact.clone();
+        if fact.konst.is_some() {
+            fact.konst = Some(permuted.clone());
+        }
+        model.nodes[weights.node].op = Box::new(Const::new_with_opt_exotic_fact(permuted, exotic_fact)?);
+        model.nodes[id].op = Box::new(tap_major);
+        switched += 1;
+    }
+    Ok(switched)
 }
 
 /// Rewrites an optimised model in place: quantize ops with f32 input (the fast path covers f32;
@@ -290,6 +340,7 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
         };
         model.nodes[id].op = replacement;
     }
+    prepared.im2col_tap_major = tap_major_convolutions(model)?;
     // Fusions read the quantize ops replaced above.
     prepared.affine_relu_quantize_fused = fuse_all(model, affine_relu_quantize::find)?;
     prepared.concats_read_in_place = fuse_all(model, affine_relu_quantize::find_concat)?;

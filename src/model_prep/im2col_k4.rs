@@ -9,7 +9,7 @@
 //! the padded input, and each run interleaves four contiguous K rows into the panel, a loop the
 //! compiler vectorises. The tests below compare its bytes with tract's op.
 
-use tract_linalg::mmm::{PackedExoticFact, PackedMatrixStorage};
+use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
 use tract_linalg::pack::PackedI8K4;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -64,10 +64,22 @@ pub struct Im2ColK4 {
     /// Output positions grouped by panel into runs whose patches sit side by side in the padded
     /// input (a row of the output, within one panel, at stride 1).
     runs: Vec<Run>,
-    /// Offset from a patch's top-left value of each K row (channel, kernel y, kernel x), in full
-    /// groups of four and the rows of the last partial group.
-    groups: Vec<[usize; 4]>,
-    tail: Vec<usize>,
+    order: KOrder,
+}
+
+/// The order of the K rows in the packed matrix, and where each group of four is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KOrder {
+    /// tract's: channel, kernel y, kernel x. Each K row's offset from a patch's top-left value in
+    /// the padded input, in full groups of four and the rows of the last partial group; a group
+    /// interleaves four rows.
+    ChannelMajor { groups: Vec<[usize; 4]>, tail: Vec<usize> },
+    /// Kernel y, kernel x, channel, for a channel count that is a multiple of 4: a group of four
+    /// K rows is four channels at one tap. The padded input is first copied with each four
+    /// channels interleaved, so a group's `r` columns are one contiguous copy from it. Each tap's
+    /// offset from a patch's top-left position. The weights must be in the same order
+    /// ([`tap_major_weights`]).
+    TapMajor { taps: Vec<usize> },
 }
 
 impl Im2ColK4 {
@@ -127,10 +139,33 @@ impl Im2ColK4 {
             })
             .collect();
         let (groups, tail) = super::pack_k4::groups_of_four(&k_offsets);
-        let replacement = Im2ColK4 { geometry, format, datum_type, runs, groups, tail };
+        let order = KOrder::ChannelMajor { groups, tail };
+        let replacement = Im2ColK4 { geometry, format, datum_type, runs, order };
         // The packed matrix must be the one tract's matmul was planned for.
         let facts = replacement.output_facts(&[input]).ok()?;
         (facts.first() == Some(output)).then_some(replacement)
+    }
+
+    /// The same im2col with K in tap-major order ([`KOrder::TapMajor`]), when the channels come
+    /// in fours and the kernel has more than one tap; the matmul's weights must be permuted with
+    /// [`tap_major_weights`].
+    pub fn tap_major(&self) -> Option<Self> {
+        let g = &self.geometry;
+        let [kernel_h, kernel_w] = g.kernel;
+        if g.channels % 4 != 0 || kernel_h * kernel_w < 2 || !matches!(self.order, KOrder::ChannelMajor { .. }) {
+            return None;
+        }
+        let padded_w = g.padded()[1];
+        let taps = (0..kernel_h)
+            .flat_map(|ky| (0..kernel_w).map(move |kx| (ky, kx)))
+            .map(|(ky, kx)| ky * g.dilations[0] * padded_w + kx * g.dilations[1])
+            .collect();
+        Some(Self { order: KOrder::TapMajor { taps }, ..self.clone() })
+    }
+
+    /// Input channels and kernel taps: K is their product.
+    pub fn channels_and_taps(&self) -> (usize, usize) {
+        (self.geometry.channels, self.geometry.kernel[0] * self.geometry.kernel[1])
     }
 
     fn panel_len(&self) -> usize {
@@ -156,22 +191,113 @@ impl Im2ColK4 {
         padded
     }
 
+    /// The channels-first `input` inside a border of `pad`, cut to what the patches read, with
+    /// each four channels interleaved: position `p` of channel quad `q` is the four bytes at
+    /// `(q * padded_h * padded_w + p) * 4`.
+    #[inline(always)]
+    fn interleave_input(&self, input: &[u8], pad: u8) -> Vec<u8> {
+        let g = &self.geometry;
+        let [padded_h, padded_w] = g.padded();
+        let (plane, input_plane) = (padded_h * padded_w, g.input[0] * g.input[1]);
+        let mut quads = vec![pad; g.channels * plane];
+        let rows = g.input[0].min(padded_h.saturating_sub(g.pad_before[0]));
+        let cols = g.input[1].min(padded_w.saturating_sub(g.pad_before[1]));
+        for (source, target) in input.chunks_exact(4 * input_plane).zip(quads.chunks_exact_mut(4 * plane)) {
+            for y in 0..rows {
+                let row = |channel: usize| &source[channel * input_plane + y * g.input[1]..][..cols];
+                let to = ((g.pad_before[0] + y) * padded_w + g.pad_before[1]) * 4;
+                super::pack_k4::interleave_rows(&mut target[to..][..4 * cols], [row(0), row(1), row(2), row(3)]);
+            }
+        }
+        quads
+    }
+
+    /// [`KOrder::TapMajor`]'s packing: for each run, each tap and each channel quad, one copy of
+    /// `4 * len` bytes from the interleaved input.
+    #[inline(always)]
+    fn pack_tap_major(&self, quads: &[u8], taps: &[usize], packed: &mut [u8]) {
+        let panel_len = self.panel_len();
+        for run in &self.runs {
+            let panel = &mut packed[run.panel * panel_len..][..panel_len];
+            // Fixed lengths for the runs of DenseNet's feature maps: a copy of a constant size is
+            // a few vector moves, where a variable one is a call to `memmove`.
+            match run.len {
+                16 => self.copy_run::<16>(run, run.len, quads, taps, panel),
+                8 => self.copy_run::<8>(run, run.len, quads, taps, panel),
+                4 => self.copy_run::<4>(run, run.len, quads, taps, panel),
+                len => self.copy_run::<0>(run, len, quads, taps, panel),
+            }
+        }
+    }
+
+    /// One run of [`Self::pack_tap_major`]: `N` columns, or `len` when `N` is 0.
+    #[inline(always)]
+    fn copy_run<const N: usize>(&self, run: &Run, len: usize, quads: &[u8], taps: &[usize], panel: &mut [u8]) {
+        let len = if N == 0 { len } else { N };
+        let g = &self.geometry;
+        let [padded_h, padded_w] = g.padded();
+        let (plane, quads_per_tap) = (padded_h * padded_w, g.channels / 4);
+        let mut blocks = panel.chunks_exact_mut(4 * self.format.r);
+        for &tap in taps {
+            for (quad, block) in (0..quads_per_tap).zip(blocks.by_ref()) {
+                let from = (quad * plane + run.position + tap) * 4;
+                block[4 * run.lane..][..4 * len].copy_from_slice(&quads[from..][..4 * len]);
+            }
+        }
+    }
+
     /// Writes columns `0..n` of every panel of `packed` (`panels * panel_len` bytes), K padding
     /// lanes as 0. Each run of positions interleaves four contiguous slices.
     #[inline(always)]
-    fn pack(&self, padded: &[u8], packed: &mut [u8]) {
+    fn pack(&self, padded: &[u8], groups: &[[usize; 4]], tail: &[usize], packed: &mut [u8]) {
         let (r, panel_len) = (self.format.r, self.panel_len());
         for run in &self.runs {
             let panel = &mut packed[run.panel * panel_len..][..panel_len];
             let source = &padded[run.position..];
-            super::pack_k4::interleave_groups(panel, r, run.lane, run.len, source, &self.groups);
-            if !self.tail.is_empty() {
-                let block = &mut panel[self.groups.len() * 4 * r + 4 * run.lane..][..4 * run.len];
-                let row = |lane: usize| self.tail.get(lane).map(|&k| &source[k..][..run.len]);
+            super::pack_k4::interleave_groups(panel, r, run.lane, run.len, source, groups);
+            if !tail.is_empty() {
+                let block = &mut panel[groups.len() * 4 * r + 4 * run.lane..][..4 * run.len];
+                let row = |lane: usize| tail.get(lane).map(|&k| &source[k..][..run.len]);
                 super::pack_k4::interleave_k4(block, [row(0), row(1), row(2), row(3)]);
             }
         }
     }
+}
+
+/// The packed weights `weights` of a convolution (a `PackedI8K4` matrix, K = `channels * taps` in
+/// tract's channel-major order, as a `Const` holds it) with K reordered to [`KOrder::TapMajor`]'s
+/// order; `None` when they are not such a matrix. A permutation of K on both sides leaves every
+/// dot product the same integer.
+pub fn tap_major_weights(weights: &Tensor, channels: usize, taps: usize) -> TractResult<Option<Tensor>> {
+    let Ok(storage) = weights.try_storage_as::<PackedMatrixStorage>() else { return Ok(None) };
+    let [value] = storage.values() else { return Ok(None) };
+    let Some(value) = value.downcast_ref::<EagerPackedInput>() else { return Ok(None) };
+    let Some(format) = value.fact.format.downcast_ref::<PackedI8K4>() else { return Ok(None) };
+    let (k, r) = (channels * taps, format.r);
+    if value.fact.k != k || value.panel_bytes < r * k || value.mn == 0 {
+        return Ok(None);
+    }
+    let old = value.packed.as_bytes();
+    let mut new = old.to_vec();
+    // Byte (k, row i) of a panel sits at (k / 4) * 4r + 4i + k % 4.
+    let offset = |k: usize, row: usize| (k / 4) * 4 * r + 4 * row + k % 4;
+    for (old_panel, new_panel) in old.chunks(value.panel_bytes).zip(new.chunks_mut(value.panel_bytes)) {
+        for (tap, channel) in (0..taps).flat_map(|t| (0..channels).map(move |c| (t, c))) {
+            let (from, to) = (channel * taps + tap, tap * channels + channel);
+            for row in 0..r {
+                new_panel[offset(to, row)] = old_panel[offset(from, row)];
+            }
+        }
+    }
+    let permuted = EagerPackedInput {
+        fact: value.fact.clone(),
+        packed: Arc::new(Blob::from_bytes_alignment(&new, value.packed.layout().align())?),
+        panel_bytes: value.panel_bytes,
+        mn: value.mn,
+    };
+    let storage =
+        PackedMatrixStorage::new_batched(storage.batch_shape(), tvec![Box::new(permuted) as Box<dyn MMMInputValue>]);
+    Ok(Some(storage.into_tensor(weights.datum_type())))
 }
 
 impl Op for Im2ColK4 {
@@ -198,16 +324,25 @@ impl EvalOp for Im2ColK4 {
         };
         let (n, r) = (g.n(), self.format.r);
         let panel_len = self.panel_len();
-        let padded = self.pad_input(bytes, pad);
         let fill = |packed: &mut [u8]| {
             // The kernel also reads the last panel's spare columns: zero them.
             if n % r != 0 {
                 packed[(n / r) * panel_len..].fill(0);
             }
-            crate::simd::with_avx2!(self.pack(&padded, packed));
+            match &self.order {
+                KOrder::ChannelMajor { groups, tail } => {
+                    let padded = self.pad_input(bytes, pad);
+                    crate::simd::with_avx2!(self.pack(&padded, groups, tail, packed))
+                }
+                KOrder::TapMajor { taps } => {
+                    let quads = crate::simd::with_avx2!(self.interleave_input(bytes, pad));
+                    crate::simd::with_avx2!(self.pack_tap_major(&quads, taps, packed))
+                }
+            }
         };
-        // SAFETY: `fill` writes every byte: `pack` writes columns 0..n of every panel, K padding
-        // lanes included, and the spare columns are zeroed above.
+        // SAFETY: `fill` writes every byte: `pack` and `pack_tap_major` write columns 0..n of every
+        // panel, K padding lanes included (tap-major K has none), and the spare columns are zeroed
+        // above.
         let value = unsafe { super::pack_k4::packed_matrix(&self.format, self.datum_type, g.k(), n, fill)? };
         let packed = PackedMatrixStorage::new_batched(&[1, 1], tvec![value]).into_tensor(self.datum_type);
         Ok(tvec!(packed.into_tvalue()))

@@ -83,6 +83,28 @@ pub(super) fn interleave_groups(
     }
 }
 
+/// Interleaves four rows of equal length into `out` (4 bytes per column), 16 columns at a time
+/// in vector registers, then 8, 4 and one.
+#[inline(always)]
+pub(super) fn interleave_rows(out: &mut [u8], rows: [&[u8]; 4]) {
+    let len = rows[0].len();
+    let mut done = 0;
+    for step in [16, 8, 4] {
+        while len - done >= step {
+            let row = |i: usize| &rows[i][done..][..step];
+            let block = &mut out[4 * done..][..4 * step];
+            match step {
+                16 => interleave_fixed::<16>(block, [row(0), row(1), row(2), row(3)]),
+                8 => interleave_fixed::<8>(block, [row(0), row(1), row(2), row(3)]),
+                _ => interleave_fixed::<4>(block, [row(0), row(1), row(2), row(3)]),
+            }
+            done += step;
+        }
+    }
+    let tail = |i: usize| Some(&rows[i][done..]);
+    interleave_k4(&mut out[4 * done..4 * len], [tail(0), tail(1), tail(2), tail(3)]);
+}
+
 #[inline(always)]
 fn interleave_groups_fixed<const N: usize>(
     panel: &mut [u8],
