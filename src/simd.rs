@@ -32,3 +32,32 @@ macro_rules! with_avx2 {
 }
 
 pub(crate) use with_avx2;
+
+/// As [`with_avx2!`], with AVX-512 (F, BW, VL, DQ) where the CPU has it, else AVX2, else as is.
+macro_rules! with_avx512 {
+    ($call:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2")]
+            fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                // SAFETY: the CPU has these AVX-512 subsets, detected at run time.
+                unsafe { with_avx512(|| $call) }
+            } else {
+                crate::simd::with_avx2!($call)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $call
+        }
+    }};
+}
+
+pub(crate) use with_avx512;

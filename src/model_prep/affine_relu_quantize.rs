@@ -232,7 +232,7 @@ enum PieceValues<'a> {
 
 impl ConcatAffineReluQuantize {
     fn run(&self, inputs: &[PieceValues], output: &mut [u8]) {
-        crate::simd::with_avx2!(self.run_portable(inputs, output))
+        crate::simd::with_avx512!(self.run_portable(inputs, output))
     }
 
     #[inline(always)]

@@ -152,7 +152,10 @@ impl Im2ColK4 {
     pub fn tap_major(&self) -> Option<Self> {
         let g = &self.geometry;
         let [kernel_h, kernel_w] = g.kernel;
-        if g.channels % 4 != 0 || kernel_h * kernel_w < 2 || !matches!(self.order, KOrder::ChannelMajor { .. }) {
+        if !g.channels.is_multiple_of(4)
+            || kernel_h * kernel_w < 2
+            || !matches!(self.order, KOrder::ChannelMajor { .. })
+        {
             return None;
         }
         let padded_w = g.padded()[1];
@@ -431,6 +434,108 @@ mod tests {
         assert_eq!(actual.0.len(), expected.0.len(), "packed length");
         let first_difference = actual.0.iter().zip(&expected.0).position(|(a, b)| a != b);
         assert_eq!(first_difference, None, "packed bytes differ");
+    }
+
+    /// Byte (k, column) of a `PackedI8K4` matrix with `r` columns per panel.
+    fn packed_at(bytes: &[u8], panel_bytes: usize, r: usize, k: usize, column: usize) -> u8 {
+        bytes[(column / r) * panel_bytes + (k / 4) * 4 * r + 4 * (column % r) + k % 4]
+    }
+
+    /// Tap-major im2col against tract's: the same matrix with K rows reordered, for every
+    /// DenseNet row width, a stride and a dilation.
+    #[test]
+    fn tap_major_is_tracts_matrix_with_k_reordered() {
+        let Some((mmm, packing)) = k4_kernel() else {
+            eprintln!("no K=4-inner int8 kernel on this CPU: nothing to compare against");
+            return;
+        };
+        let r = mmm.packings()[packing].1.r();
+        // Input size, strides, dilations, padding.
+        type TapCase = ([usize; 2], [usize; 2], [usize; 2], PaddingSpec);
+        let cases: [TapCase; 6] = [
+            ([32, 32], [1, 1], [1, 1], PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1])),
+            ([16, 16], [1, 1], [1, 1], PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1])),
+            ([8, 8], [1, 1], [1, 1], PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1])),
+            ([4, 4], [1, 1], [1, 1], PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1])),
+            ([7, 5], [2, 1], [1, 2], PaddingSpec::Explicit(tvec![2, 0], tvec![1, 3])),
+            ([6, 9], [1, 1], [1, 1], PaddingSpec::Valid),
+        ];
+        for (seed, (input, strides, dilations, padding)) in cases.into_iter().enumerate() {
+            let channels = 8;
+            let spec = PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![3, 3],
+                padding,
+                dilations: Some(dilations.iter().copied().collect()),
+                strides: Some(strides.iter().copied().collect()),
+                input_channels: channels,
+                output_channels: 8,
+            };
+            let shape = [1, channels, input[0], input[1]];
+            let fact = i8::fact(shape);
+            let (taps, k) = (9, channels * 9);
+            let tract_op = Im2Col::new(spec, 1, k, &fact.shape, mmm.clone(), packing).expect("tract's Im2Col");
+            let tract_output = tract_op.output_facts(&[&fact]).expect("facts").remove(0);
+            let ours = Im2ColK4::replacing(&tract_op, &fact, &tract_output).expect("geometry is covered");
+            let ours = ours.tap_major().expect("8 channels, 9 taps");
+            assert_eq!(ours.channels_and_taps(), (channels, taps));
+            let mut state = seed as u64 + 40;
+            let values: Vec<i8> = (0..shape.iter().product::<usize>())
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 56) as i8
+                })
+                .collect();
+            let inputs =
+                tvec![Tensor::from_shape(&shape, &values).expect("input").into_tvalue(), tensor0(-7i8).into_tvalue()];
+            let expected = tract_op.eval(&EvalContext::out_of_plan(), inputs.clone()).expect("tract eval").remove(0);
+            let actual = ours.eval(&EvalContext::out_of_plan(), inputs).expect("our eval").remove(0);
+            let (expected, actual) = (packed_bytes(&expected), packed_bytes(&actual));
+            assert_eq!((actual.1, actual.2, actual.0.len()), (expected.1, expected.2, expected.0.len()));
+            let n = expected.2;
+            for column in 0..n.div_ceil(r) * r {
+                for (tap, channel) in (0..taps).flat_map(|t| (0..channels).map(move |c| (t, c))) {
+                    let want = packed_at(&expected.0, expected.1, r, channel * taps + tap, column);
+                    let got = packed_at(&actual.0, actual.1, r, tap * channels + channel, column);
+                    assert_eq!(got, want, "case {seed}: column {column}, tap {tap}, channel {channel}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tap_major_weights_reorders_k_of_every_row() {
+        let Some((mmm, packing)) = k4_kernel() else { return };
+        let format = mmm.packings()[packing].1.downcast_ref::<PackedI8K4>().expect("K4").clone();
+        let (channels, taps, m) = (12, 9, 2 * format.r + 3);
+        let k = channels * taps;
+        // Distinct-ish bytes: (row, k) -> a value of both.
+        let value_at = |row: usize, k: usize| (row * 31 + k * 7) as u8;
+        let fill = |bytes: &mut [u8]| {
+            bytes.fill(0);
+            let panel_bytes = format.single_panel_len(k);
+            for row in 0..m {
+                for kk in 0..k {
+                    bytes[(row / format.r) * panel_bytes + (kk / 4) * 4 * format.r + 4 * (row % format.r) + kk % 4] =
+                        value_at(row, kk);
+                }
+            }
+        };
+        // SAFETY: `fill` zeroes the whole buffer first.
+        let value =
+            unsafe { super::super::pack_k4::packed_matrix(&format, i8::datum_type(), k, m, fill) }.expect("packed");
+        let weights = PackedMatrixStorage::new(value).into_tensor(i8::datum_type());
+        let permuted = tap_major_weights(&weights, channels, taps).expect("permute").expect("a K4 matrix");
+        let (bytes, panel_bytes, mn) = packed_bytes(&permuted);
+        assert_eq!(mn, m);
+        for row in 0..m {
+            for (tap, channel) in (0..taps).flat_map(|t| (0..channels).map(move |c| (t, c))) {
+                let got = packed_at(&bytes, panel_bytes, format.r, tap * channels + channel, row);
+                assert_eq!(got, value_at(row, channel * taps + tap), "row {row}, tap {tap}, channel {channel}");
+            }
+        }
+        // A K that is not channels * taps is left alone.
+        assert!(tap_major_weights(&weights, channels, taps + 1).expect("no error").is_none());
     }
 
     #[test]

@@ -253,6 +253,10 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
     // input in place; the stem's max pool and the 3 transitions' average pools are replaced.
     assert_eq!(report.concats_read_in_place, 57, "{report:?}");
     assert_eq!(report.pools_replaced, 4, "{report:?}");
+    // Where the im2col is replaced, the 58 3x3 convolutions (128 channels each) run it tap-major
+    // with their weights permuted; the stem's 7x7 (3 channels) keeps tract's K order.
+    let tap_major = if report.im2col_ops_replaced > 0 { 58 } else { 0 };
+    assert_eq!(report.im2col_tap_major, tap_major, "{report:?}");
     eprintln!("{report:?}");
     let tract_plan = optimized.into_runnable().unwrap();
     let prepared_plan = prepared.into_runnable().unwrap();
