@@ -37,6 +37,12 @@ impl Geometry {
         self.output[0] * self.output[1]
     }
 
+    /// Input rows and columns that land inside the padded input (the rest are never read).
+    fn copied(&self) -> [usize; 2] {
+        let padded = self.padded();
+        std::array::from_fn(|axis| self.input[axis].min(padded[axis].saturating_sub(self.pad_before[axis])))
+    }
+
     /// Height and width of the padded input that the patches read: exactly what they span.
     fn padded(&self) -> [usize; 2] {
         std::array::from_fn(|axis| {
@@ -180,8 +186,7 @@ impl Im2ColK4 {
         let g = &self.geometry;
         let [padded_h, padded_w] = g.padded();
         let mut padded = vec![pad; g.channels * padded_h * padded_w];
-        let rows = g.input[0].min(padded_h.saturating_sub(g.pad_before[0]));
-        let cols = g.input[1].min(padded_w.saturating_sub(g.pad_before[1]));
+        let [rows, cols] = g.copied();
         for (source, target) in
             input.chunks_exact(g.input[0] * g.input[1]).zip(padded.chunks_exact_mut(padded_h * padded_w))
         {
@@ -203,8 +208,7 @@ impl Im2ColK4 {
         let [padded_h, padded_w] = g.padded();
         let (plane, input_plane) = (padded_h * padded_w, g.input[0] * g.input[1]);
         let mut quads = vec![pad; g.channels * plane];
-        let rows = g.input[0].min(padded_h.saturating_sub(g.pad_before[0]));
-        let cols = g.input[1].min(padded_w.saturating_sub(g.pad_before[1]));
+        let [rows, cols] = g.copied();
         for (source, target) in input.chunks_exact(4 * input_plane).zip(quads.chunks_exact_mut(4 * plane)) {
             for y in 0..rows {
                 let row = |channel: usize| &source[channel * input_plane + y * g.input[1]..][..cols];
