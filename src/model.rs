@@ -5,6 +5,7 @@
 //! plan and one state for every frame. Any mismatch is an error naming the file.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
@@ -186,6 +187,8 @@ pub struct Classifier {
     positive: usize,
     /// How each node runs: [`eval_node`], or tract's own `plan::eval` (`KIDNEY_SCREEN_TRACT_ONLY`).
     eval: NodeEval,
+    /// Wall time of the last [`Classifier::probability`] call, for the bench's frame loop.
+    last_inference: Duration,
 }
 
 /// One node's evaluation, as `run_plan_with_eval` takes it.
@@ -264,7 +267,15 @@ impl Classifier {
         let state = TypedSimpleState::new(&plan)?;
         let positive = manifest.positive_index();
         let eval: NodeEval = if tract_only { tract_onnx::tract_core::plan::eval } else { eval_node };
-        Ok(Self { input: Tensor::zero::<f32>(&[1, 3, h, w])?, manifest, model_path, state, positive, eval })
+        Ok(Self {
+            input: Tensor::zero::<f32>(&[1, 3, h, w])?,
+            manifest,
+            model_path,
+            state,
+            positive,
+            eval,
+            last_inference: Duration::ZERO,
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -284,8 +295,20 @@ impl Classifier {
         Ok(())
     }
 
+    /// How long the last [`Classifier::probability`] call took (zero before the first).
+    pub fn last_inference(&self) -> Duration {
+        self.last_inference
+    }
+
     /// Probability of the positive class for one preprocessed NCHW tensor.
     pub fn probability(&mut self, tensor: &[f32]) -> Result<f32> {
+        let started = Instant::now();
+        let p = self.run(tensor);
+        self.last_inference = started.elapsed();
+        p
+    }
+
+    fn run(&mut self, tensor: &[f32]) -> Result<f32> {
         self.set_input(tensor)?;
         let outputs = self.state.run_plan_with_eval(tvec!(self.input.clone().into_tvalue()), self.eval)?;
         let out_view = outputs[0].try_as_plain_ram()?;
