@@ -15,6 +15,7 @@
 //! - [`PackK4`]: the activation packing of 1x1 convolutions for the same kernels.
 //! - [`AffineReluQuantize`]: batch norm + ReLU + quantize + offset in one pass.
 //! - [`ConcatAffineReluQuantize`]: the same, reading DenseNet's concatenated features in place.
+//! - [`PackedAffineReluQuantize`]: either of those writing the 1x1 convolution's packed panels.
 //! - [`ByteTable`]: byte-to-byte chains (dequantize, ReLU, quantize, offset) as a lookup table.
 //! - [`FastPool`]: max and average pools with each kernel tap a contiguous run of the output row.
 
@@ -24,7 +25,7 @@ mod im2col_k4;
 mod pack_k4;
 mod pool;
 
-pub use affine_relu_quantize::{AffineReluQuantize, ConcatAffineReluQuantize};
+pub use affine_relu_quantize::{AffineReluQuantize, ConcatAffineReluQuantize, PackedAffineReluQuantize};
 pub use byte_table::ByteTable;
 pub use im2col_k4::Im2ColK4;
 pub use pack_k4::PackK4;
@@ -249,6 +250,9 @@ pub struct Prepared {
     /// Channel concatenations read in place by their [`AffineReluQuantize`]
     /// ([`ConcatAffineReluQuantize`]).
     pub concats_read_in_place: usize,
+    /// Pre-activations ([`ConcatAffineReluQuantize`], [`AffineReluQuantize`]) that write their
+    /// 1x1 convolution's K=4-inner panels themselves ([`PackedAffineReluQuantize`]).
+    pub pre_activations_packed: usize,
     /// Max and average pools run as [`FastPool`].
     pub pools_replaced: usize,
     /// [`Im2ColK4`]s switched to tap-major K, with their convolution's weights permuted to match
@@ -344,6 +348,7 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
     // Fusions read the quantize ops replaced above.
     prepared.affine_relu_quantize_fused = fuse_all(model, affine_relu_quantize::find)?;
     prepared.concats_read_in_place = fuse_all(model, affine_relu_quantize::find_concat)?;
+    prepared.pre_activations_packed = fuse_all(model, affine_relu_quantize::find_packed)?;
     prepared.byte_tables_fused = fuse_all(model, byte_table::find)?;
     Ok(prepared)
 }

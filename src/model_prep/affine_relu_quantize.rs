@@ -13,7 +13,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::OptBinChain;
 use tract_onnx::tract_core::ops::quant::OffsetU8asI8;
 
-use super::{FastQuantizeU8, Fusion, element_wise, quantize_non_negative_u8, quantize_u8, sole_consumer};
+use super::{FastQuantizeU8, Fusion, PackK4, element_wise, quantize_non_negative_u8, quantize_u8, sole_consumer};
 
 /// `max(x * scale[c] + shift[c], 0)` quantized (tract's `QuantizeLinearU8` rounding), for
 /// each channel `c` of `period` consecutive values; then, if `to_i8`, offset by -128.
@@ -231,6 +231,32 @@ enum PieceValues<'a> {
 }
 
 impl ConcatAffineReluQuantize {
+    /// Each input's values as its piece says to read them, lengths checked.
+    fn piece_values<'a>(&self, inputs: &[TValue], plains: &'a [PlainView<'a>]) -> TractResult<Vec<PieceValues<'a>>> {
+        ensure!(inputs.len() == self.pieces.len(), "{} takes {} inputs", self.name(), self.pieces.len());
+        let mut values = Vec::with_capacity(inputs.len());
+        for ((piece, plain), input) in self.pieces.iter().zip(plains).zip(inputs) {
+            let (piece_values, len) = match *piece {
+                Piece::F32 { .. } => {
+                    let v = plain.as_slice::<f32>()?;
+                    (PieceValues::F32(v), v.len())
+                }
+                Piece::Dequantize { scale, zero_point, .. } => {
+                    let v = plain.as_slice::<u8>()?;
+                    (PieceValues::Dequantize { values: v, scale, zero_point }, v.len())
+                }
+            };
+            ensure!(
+                len == piece.channels() * self.affine.period,
+                "{} input has shape {:?}",
+                self.name(),
+                input.shape()
+            );
+            values.push(piece_values);
+        }
+        Ok(values)
+    }
+
     fn run(&self, inputs: &[PieceValues], output: &mut [u8]) {
         crate::simd::with_avx512!(self.run_portable(inputs, output))
     }
@@ -268,27 +294,8 @@ impl EvalOp for ConcatAffineReluQuantize {
     op_out_of_plan!();
 
     fn eval(&self, _context: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(inputs.len() == self.pieces.len(), "ConcatAffineReluQuantize takes {} inputs", self.pieces.len());
         let plains = inputs.iter().map(|i| i.try_as_plain_ram()).collect::<TractResult<Vec<_>>>()?;
-        let mut values = Vec::with_capacity(inputs.len());
-        for ((piece, plain), input) in self.pieces.iter().zip(&plains).zip(&inputs) {
-            let (piece_values, len) = match *piece {
-                Piece::F32 { .. } => {
-                    let v = plain.as_slice::<f32>()?;
-                    (PieceValues::F32(v), v.len())
-                }
-                Piece::Dequantize { scale, zero_point, .. } => {
-                    let v = plain.as_slice::<u8>()?;
-                    (PieceValues::Dequantize { values: v, scale, zero_point }, v.len())
-                }
-            };
-            ensure!(
-                len == piece.channels() * self.affine.period,
-                "ConcatAffineReluQuantize input has shape {:?}",
-                input.shape()
-            );
-            values.push(piece_values);
-        }
+        let values = self.piece_values(&inputs, &plains)?;
         let mut shape: TVec<usize> = inputs[0].shape().into();
         shape[1] = self.affine.scale.len();
         // SAFETY: one-byte values, all written by `run` (the pieces' channels add up to the
@@ -304,6 +311,182 @@ impl TypedOp for ConcatAffineReluQuantize {
         let mut shape = inputs[0].shape.clone();
         shape.set(1, self.affine.scale.len().to_dim());
         Ok(tvec!(self.affine.output.fact(shape)))
+    }
+
+    as_op!();
+}
+
+/// A [`ConcatAffineReluQuantize`] (or a lone [`AffineReluQuantize`]) whose only reader is the
+/// [`PackK4`] of a 1x1 convolution, writing that packing's K=4-inner panels itself.
+///
+/// Each column of a K=4-inner panel is four channels' bytes at one position: this computes the
+/// four channels together and stores each position's bytes as one 32-bit word, straight into
+/// the panel. The byte tensor between the two ops is never written and read back, and there is
+/// no narrowing to bytes and re-interleaving. The arithmetic is [`AffineReluQuantize::channel`]'s
+/// and the layout [`PackK4`]'s, so the bytes are the same (tested against the two ops).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedAffineReluQuantize {
+    concat: ConcatAffineReluQuantize,
+    pack: PackK4,
+}
+
+/// Panels [`PackedAffineReluQuantize`] writes at a time, each group of four channels in turn:
+/// a few write streams, each group's rows read in runs.
+const PACK_PANELS: usize = 16;
+
+/// Finds a [`ConcatAffineReluQuantize`] or [`AffineReluQuantize`] whose output, through a
+/// reshape, is packed by a [`PackK4`] of its consecutive channel rows, read by nothing else.
+pub(super) fn find_packed(model: &TypedModel, id: usize) -> TractResult<Option<Fusion<PackedAffineReluQuantize>>> {
+    use tract_onnx::tract_core::ops::change_axes::IntoShape;
+    let node = &model.nodes[id];
+    let concat = if let Some(op) = node.op_as::<ConcatAffineReluQuantize>() {
+        op.clone()
+    } else if let Some(op) = node.op_as::<AffineReluQuantize>() {
+        ConcatAffineReluQuantize { affine: op.clone(), pieces: vec![Piece::F32 { channels: op.scale.len() }] }
+    } else {
+        return Ok(None);
+    };
+    let Some(reshape) = sole_consumer(model, id).filter(|n| n.op_is::<IntoShape>()) else { return Ok(None) };
+    let Some(pack_node) = sole_consumer(model, reshape.id) else { return Ok(None) };
+    let Some(pack) = pack_node.op_as::<PackK4>() else { return Ok(None) };
+    let (channels, period) = (concat.affine.scale.len(), concat.affine.period);
+    let Some(format) = pack.packs_rows(channels, period) else { return Ok(None) };
+    // Whole groups of four channels in each piece (DenseNet's pieces are 32 or 64 channels), a
+    // ReLU's quantize scale, a panel width of the int8 kernels.
+    let whole_groups = concat.pieces.iter().all(|piece| piece.channels() % 4 == 0);
+    let scale = concat.affine.quantize_scale;
+    let fits = whole_groups
+        && scale > 0.0
+        && scale.is_finite()
+        && [4, 8, 16].contains(&format.r)
+        && pack.output_fact().datum_type == concat.affine.output;
+    if !fits {
+        return Ok(None);
+    }
+    let op = PackedAffineReluQuantize { concat, pack: pack.clone() };
+    Ok(Some(Fusion { inputs: node.inputs.iter().copied().collect(), last: pack_node.id, op }))
+}
+
+impl PackedAffineReluQuantize {
+    fn run(&self, inputs: &[PieceValues], packed: &mut [u8], r: usize, panel_len: usize) {
+        match r {
+            16 => crate::simd::with_avx512!(self.run_portable::<16>(inputs, packed, panel_len)),
+            8 => crate::simd::with_avx512!(self.run_portable::<8>(inputs, packed, panel_len)),
+            _ => crate::simd::with_avx512!(self.run_portable::<4>(inputs, packed, panel_len)),
+        }
+    }
+
+    /// `PACK_PANELS` panels at a time, and in them each group of four channels: one block of
+    /// `4 R` bytes per panel.
+    #[inline(always)]
+    fn run_portable<const R: usize>(&self, inputs: &[PieceValues], packed: &mut [u8], panel_len: usize) {
+        let period = self.concat.affine.period;
+        for (chunk, panels) in packed.chunks_mut(PACK_PANELS * panel_len).enumerate() {
+            let start = chunk * PACK_PANELS * R;
+            let len = (PACK_PANELS * R).min(period - start);
+            let mut group = 0;
+            for values in inputs {
+                match *values {
+                    PieceValues::F32(v) => {
+                        for rows in v.chunks_exact(4 * period) {
+                            let row = |lane: usize| &rows[lane * period + start..][..len];
+                            self.quads::<R, f32>(group, [row(0), row(1), row(2), row(3)], panels, panel_len, |x| x);
+                            group += 1;
+                        }
+                    }
+                    PieceValues::Dequantize { values, scale, zero_point } => {
+                        for rows in values.chunks_exact(4 * period) {
+                            let row = |lane: usize| &rows[lane * period + start..][..len];
+                            let dequantize = |q: u8| (i32::from(q) - zero_point) as f32 * scale;
+                            self.quads::<R, u8>(group, [row(0), row(1), row(2), row(3)], panels, panel_len, dequantize);
+                            group += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Channels `4 group .. 4 group + 4` at the positions of `rows` (one chunk), into the
+    /// group's block of each of the chunk's panels; a last, partial panel's spare columns get 0.
+    #[inline(always)]
+    fn quads<const R: usize, T: Copy>(
+        &self,
+        group: usize,
+        rows: [&[T]; 4],
+        panels: &mut [u8],
+        panel_len: usize,
+        load: impl Fn(T) -> f32 + Copy,
+    ) {
+        let affine = &self.concat.affine;
+        let channel = 4 * group;
+        let scale: [f32; 4] = std::array::from_fn(|lane| affine.scale[channel + lane]);
+        let shift: [f32; 4] = std::array::from_fn(|lane| affine.shift[channel + lane]);
+        let (quantize_scale, zero_point) = (affine.quantize_scale, f32::from(affine.zero_point));
+        let flip = if affine.to_i8 { 0x8080_8080 } else { 0 };
+        // As `AffineReluQuantize::channel`: multiply, add, ReLU, then the quantize for values
+        // that are 0 or more (the op is only made with a positive, finite quantize scale).
+        let byte = |lane: usize, x: T| {
+            let v = load(x) * scale[lane] + shift[lane];
+            let v = if v > 0.0 { v } else { 0.0 };
+            u32::from(quantize_non_negative_u8(v, quantize_scale, zero_point))
+        };
+        let word = |x: [T; 4]| (byte(0, x[0]) | byte(1, x[1]) << 8 | byte(2, x[2]) << 16 | byte(3, x[3]) << 24) ^ flip;
+        let len = rows[0].len();
+        for (panel, first) in panels.chunks_exact_mut(panel_len).zip((0..len).step_by(R)) {
+            let (words, _) = panel[group * 4 * R..][..4 * R].as_chunks_mut::<4>();
+            if len - first >= R {
+                // Fixed-length arrays: no bounds checks, and the loop is whole vectors.
+                let words: &mut [[u8; 4]; R] = words.try_into().expect("R words");
+                let run = |lane: usize| -> &[T; R] { rows[lane][first..][..R].try_into().expect("R values") };
+                let (a, b, c, d) = (run(0), run(1), run(2), run(3));
+                for i in 0..R {
+                    words[i] = word([a[i], b[i], c[i], d[i]]).to_le_bytes();
+                }
+            } else {
+                // The kernel also reads the last panel's spare columns.
+                for (i, w) in words.iter_mut().enumerate() {
+                    let x = |lane: usize| rows[lane][first + i];
+                    *w = if first + i < len { word([x(0), x(1), x(2), x(3)]).to_le_bytes() } else { [0; 4] };
+                }
+            }
+        }
+    }
+}
+
+impl Op for PackedAffineReluQuantize {
+    fn name(&self) -> StaticName {
+        "PackedAffineReluQuantize".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for PackedAffineReluQuantize {
+    op_out_of_plan!();
+
+    fn eval(&self, _context: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let plains = inputs.iter().map(|i| i.try_as_plain_ram()).collect::<TractResult<Vec<_>>>()?;
+        let values = self.concat.piece_values(&inputs, &plains)?;
+        let format = self.pack.packs_rows(self.concat.affine.scale.len(), self.concat.affine.period);
+        let format = format.context("PackedAffineReluQuantize packing")?;
+        let (r, panel_len) = (format.r, format.single_panel_len(self.concat.affine.scale.len()));
+        ensure!(
+            panel_len == 4 * r * (self.concat.affine.scale.len() / 4),
+            "PackedAffineReluQuantize panel of {panel_len} bytes"
+        );
+        // SAFETY: `run` writes every byte of every panel: each group's block of each panel, with
+        // the last panel's spare columns as 0 (the channels are whole groups of four, checked
+        // when the op was made, so there are no K padding rows; the panel length is checked
+        // above).
+        let packed = unsafe { self.pack.packed_tensor(|packed| self.run(&values, packed, r, panel_len))? };
+        Ok(tvec!(packed.into_tvalue()))
+    }
+}
+
+impl TypedOp for PackedAffineReluQuantize {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(self.pack.output_fact().clone()))
     }
 
     as_op!();
@@ -431,6 +614,54 @@ mod tests {
             .map(|(i, &x)| reference(x, scale[i / period], shift[i / period], quantize_scale, zero_point))
             .collect();
         assert_eq!(got, expected);
+    }
+
+    /// The packed pre-activation against the two ops it replaces: the concatenation's bytes,
+    /// then [`PackK4`]'s panels. Periods that are and are not whole panels, one chunk or several,
+    /// the panel widths of tract's int8 kernels.
+    #[test]
+    fn packed_pre_activation_matches_concat_then_pack() {
+        use tract_linalg::mmm::EagerPackedInput;
+        use tract_linalg::mmm::PackedMatrixStorage;
+        use tract_linalg::pack::PackedI8K4;
+        let packed_bytes = |tensor: &TValue| {
+            let storage = tensor.try_storage_as::<PackedMatrixStorage>().expect("packed storage");
+            let value = storage.value_at_flat(0).downcast_ref::<EagerPackedInput>().expect("eager");
+            value.packed.as_bytes().to_vec()
+        };
+        for (period, r) in [(37, 16), (1024, 16), (600, 16), (49, 8), (16, 16), (3, 4), (1100, 8)] {
+            // 4 float channels, then 8 and 4 from bytes: 16 channels, 4 groups across pieces.
+            let pieces = [(4usize, None), (8, Some((0.0417f32, 113))), (4, Some((0.0031, 0)))];
+            let channels: usize = pieces.iter().map(|p| p.0).sum();
+            let mut inputs: TVec<TValue> = tvec![];
+            let mut piece_kinds = vec![];
+            for (i, (c, dequantize)) in pieces.iter().enumerate() {
+                let n = c * period;
+                match dequantize {
+                    None => {
+                        let v: Vec<f32> = (0..n).map(|j| ((j * 37 + i) % 101) as f32 * 0.21 - 9.0).collect();
+                        inputs.push(Tensor::from_shape(&[1, *c, period], &v).unwrap().into_tvalue());
+                        piece_kinds.push(Piece::F32 { channels: *c });
+                    }
+                    Some((scale, zero_point)) => {
+                        let v: Vec<u8> = (0..n).map(|j| ((j * 7 + 3 * i) % 256) as u8).collect();
+                        inputs.push(Tensor::from_shape(&[1, *c, period], &v).unwrap().into_tvalue());
+                        piece_kinds.push(Piece::Dequantize { channels: *c, scale: *scale, zero_point: *zero_point });
+                    }
+                }
+            }
+            let scale: Vec<f32> =
+                (0..channels).map(|c| 0.3 + c as f32 * 0.19 * if c % 3 == 0 { -1.0 } else { 1.0 }).collect();
+            let shift: Vec<f32> = (0..channels).map(|c| c as f32 * 0.11 - 0.7).collect();
+            let affine = op(scale, shift, period, 1.0 / 0.0235, 3);
+            let concat = ConcatAffineReluQuantize { affine, pieces: piece_kinds };
+            let pack = PackK4::of_rows(PackedI8K4::new(r), channels, period, i8::fact([1]));
+            let fused = PackedAffineReluQuantize { concat: concat.clone(), pack: pack.clone() };
+            let bytes = concat.eval_out_of_plan(inputs.clone()).unwrap().unwrap().remove(0);
+            let expected = pack.eval_out_of_plan(tvec![bytes]).unwrap().unwrap().remove(0);
+            let got = fused.eval_out_of_plan(inputs).unwrap().unwrap().remove(0);
+            assert_eq!(packed_bytes(&got), packed_bytes(&expected), "period {period} r {r}");
+        }
     }
 
     proptest! {

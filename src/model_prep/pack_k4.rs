@@ -240,6 +240,39 @@ impl PackK4 {
         (batch == replacement.matrix_offsets.len()).then_some(replacement)
     }
 
+    /// Packs one `k` x `mn` matrix whose K rows are consecutive runs of `mn` values.
+    #[cfg(test)]
+    pub(super) fn of_rows(format: PackedI8K4, k: usize, mn: usize, output: TypedFact) -> Self {
+        let rows: Vec<usize> = (0..k).map(|row| row * mn).collect();
+        let (groups, tail) = groups_of_four(&rows);
+        PackK4 { format, k, mn, groups, tail, matrix_offsets: vec![0], output }
+    }
+
+    /// The panel format, when this packs one `k` x `mn` matrix whose K rows are its input's
+    /// consecutive runs of `mn` values, in whole groups of four: the bytes a `[1, k, mn]`
+    /// activation holds, which its producer can then write as panels itself.
+    pub(super) fn packs_rows(&self, k: usize, mn: usize) -> Option<&PackedI8K4> {
+        let consecutive = self.groups.iter().enumerate().all(|(g, rows)| (0..4).all(|i| rows[i] == (4 * g + i) * mn));
+        (self.k == k && self.mn == mn && self.matrix_offsets == [0] && self.tail.is_empty() && consecutive)
+            .then_some(&self.format)
+    }
+
+    /// The packed output tensor of one matrix, its panels written by `fill`.
+    ///
+    /// # Safety
+    /// As [`packed_matrix`]: `fill` must write every byte of the slice it gets.
+    pub(super) unsafe fn packed_tensor(&self, fill: impl FnOnce(&mut [u8])) -> TractResult<Tensor> {
+        let datum_type = self.output.datum_type;
+        // SAFETY: the caller's `fill` writes every byte.
+        let value = unsafe { packed_matrix(&self.format, datum_type, self.k, self.mn, fill)? };
+        let shape: TVec<usize> = self.output.shape.as_concrete().context("PackK4 output shape")?.into();
+        Ok(PackedMatrixStorage::new_batched(&shape, tvec![value]).into_tensor(datum_type))
+    }
+
+    pub(super) fn output_fact(&self) -> &TypedFact {
+        &self.output
+    }
+
     /// Packs the `k` x `mn` matrix of `input` at `offset` into `packed` (every byte written).
     #[inline(always)]
     fn pack(&self, input: &[u8], offset: usize, packed: &mut [u8]) {

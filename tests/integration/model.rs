@@ -257,6 +257,9 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
     // with their weights permuted; the stem's 7x7 (3 channels) keeps tract's K order.
     let tap_major = if report.im2col_ops_replaced > 0 { 58 } else { 0 };
     assert_eq!(report.im2col_tap_major, tap_major, "{report:?}");
+    // Where `PackK4` packs them, all 61 1x1 convolutions' pre-activations write its panels.
+    let packed = if report.packs_replaced > 0 { 61 } else { 0 };
+    assert_eq!(report.pre_activations_packed, packed, "{report:?}");
     eprintln!("{report:?}");
     let tract_plan = optimized.into_runnable().unwrap();
     let prepared_plan = prepared.into_runnable().unwrap();
