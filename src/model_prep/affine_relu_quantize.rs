@@ -468,8 +468,8 @@ impl EvalOp for PackedAffineReluQuantize {
     fn eval(&self, _context: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let plains = inputs.iter().map(|i| i.try_as_plain_ram()).collect::<TractResult<Vec<_>>>()?;
         let values = self.concat.piece_values(&inputs, &plains)?;
-        let format = self.pack.packs_rows(self.concat.affine.scale.len(), self.concat.affine.period);
-        let format = format.context("PackedAffineReluQuantize packing")?;
+        // The packing's layout was checked when the op was made (`packs_rows` in `find_packed`).
+        let format = self.pack.format();
         let (r, panel_len) = (format.r, format.single_panel_len(self.concat.affine.scale.len()));
         ensure!(
             panel_len == 4 * r * (self.concat.affine.scale.len() / 4),

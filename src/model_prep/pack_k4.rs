@@ -269,6 +269,10 @@ impl PackK4 {
         Ok(PackedMatrixStorage::new_batched(&shape, tvec![value]).into_tensor(datum_type))
     }
 
+    pub(super) fn format(&self) -> &PackedI8K4 {
+        &self.format
+    }
+
     pub(super) fn output_fact(&self) -> &TypedFact {
         &self.output
     }
