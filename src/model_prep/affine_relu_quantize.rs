@@ -621,14 +621,8 @@ mod tests {
     /// the panel widths of tract's int8 kernels.
     #[test]
     fn packed_pre_activation_matches_concat_then_pack() {
-        use tract_linalg::mmm::EagerPackedInput;
-        use tract_linalg::mmm::PackedMatrixStorage;
+        use super::super::pack_k4::packed_bytes;
         use tract_linalg::pack::PackedI8K4;
-        let packed_bytes = |tensor: &TValue| {
-            let storage = tensor.try_storage_as::<PackedMatrixStorage>().expect("packed storage");
-            let value = storage.value_at_flat(0).downcast_ref::<EagerPackedInput>().expect("eager");
-            value.packed.as_bytes().to_vec()
-        };
         for (period, r) in [(37, 16), (1024, 16), (600, 16), (49, 8), (16, 16), (3, 4), (1100, 8)] {
             // 4 float channels, then 8 and 4 from bytes: 16 channels, 4 groups across pieces.
             let pieces = [(4usize, None), (8, Some((0.0417f32, 113))), (4, Some((0.0031, 0)))];

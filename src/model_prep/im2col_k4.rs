@@ -368,9 +368,9 @@ impl TypedOp for Im2ColK4 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pack_k4::packed_bytes;
     use super::*;
     use tract_linalg::MmmDispatch;
-    use tract_linalg::mmm::EagerPackedInput;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 
     /// A runnable matmul kernel of this machine with a K=4-inner activation packing, if any.
@@ -379,12 +379,6 @@ mod tests {
             let packing = mmm.packings().iter().position(|(_, b)| b.downcast_ref::<PackedI8K4>().is_some())?;
             Some((mmm.clone(), packing))
         })
-    }
-
-    fn packed_bytes(tensor: &Tensor) -> (Vec<u8>, usize, usize) {
-        let storage = tensor.try_storage_as::<PackedMatrixStorage>().expect("packed storage");
-        let value = storage.value_at_flat(0).downcast_ref::<EagerPackedInput>().expect("eager packed input");
-        (value.packed.as_bytes().to_vec(), value.panel_bytes, value.mn)
     }
 
     struct Case {
@@ -440,9 +434,13 @@ mod tests {
         assert_eq!(first_difference, None, "packed bytes differ");
     }
 
-    /// Byte (k, column) of a `PackedI8K4` matrix with `r` columns per panel.
+    /// Where byte (k, column) lies in a `PackedI8K4` matrix with `r` columns per panel.
+    fn packed_index(panel_bytes: usize, r: usize, k: usize, column: usize) -> usize {
+        (column / r) * panel_bytes + (k / 4) * 4 * r + 4 * (column % r) + k % 4
+    }
+
     fn packed_at(bytes: &[u8], panel_bytes: usize, r: usize, k: usize, column: usize) -> u8 {
-        bytes[(column / r) * panel_bytes + (k / 4) * 4 * r + 4 * (column % r) + k % 4]
+        bytes[packed_index(panel_bytes, r, k, column)]
     }
 
     /// Tap-major im2col against tract's: the same matrix with K rows reordered, for every
@@ -520,8 +518,7 @@ mod tests {
             let panel_bytes = format.single_panel_len(k);
             for row in 0..m {
                 for kk in 0..k {
-                    bytes[(row / format.r) * panel_bytes + (kk / 4) * 4 * format.r + 4 * (row % format.r) + kk % 4] =
-                        value_at(row, kk);
+                    bytes[packed_index(panel_bytes, format.r, kk, row)] = value_at(row, kk);
                 }
             }
         };

@@ -42,6 +42,14 @@ pub(super) unsafe fn packed_matrix(
     }))
 }
 
+/// The first packed matrix of a `PackedMatrixStorage` tensor: its bytes, panel length and MN.
+#[cfg(test)]
+pub(super) fn packed_bytes(tensor: &Tensor) -> (Vec<u8>, usize, usize) {
+    let storage = tensor.try_storage_as::<PackedMatrixStorage>().expect("packed storage");
+    let value = storage.value_at_flat(0).downcast_ref::<EagerPackedInput>().expect("eager packed input");
+    (value.packed.as_bytes().to_vec(), value.panel_bytes, value.mn)
+}
+
 /// Writes `block` (4 bytes per column) from up to four K rows of equal length: column `i` gets
 /// `[a[i], b[i], c[i], d[i]]`, and a missing row (past the end of K) gives 0.
 #[inline(always)]
