@@ -18,6 +18,8 @@
 //! - [`PackedAffineReluQuantize`]: either of those writing the 1x1 convolution's packed panels.
 //! - [`ByteTable`]: byte-to-byte chains (dequantize, ReLU, quantize, offset) as a lookup table.
 //! - [`FastPool`]: max and average pools with each kernel tap a contiguous run of the output row.
+//! - [`row_stores`]: the 1x1 convolutions' matmuls turned so that tract's 16x16 VNNI kernel
+//!   stores their output a row at a time instead of a byte at a time.
 
 mod affine_relu_quantize;
 mod byte_table;
@@ -258,6 +260,96 @@ pub struct Prepared {
     /// [`Im2ColK4`]s switched to tap-major K, with their convolution's weights permuted to match
     /// ([`tap_major_convolutions`]).
     pub im2col_tap_major: usize,
+    /// Matmuls with their operands swapped so the kernel stores whole rows ([`row_stores`]).
+    pub matmuls_turned_for_row_stores: usize,
+}
+
+/// The kernel [`row_stores`] knows: it keeps one row of C (one M index, 16 N) per register, and
+/// its store writes a row with one narrowing `vpmovdb` when C's N axis is contiguous, but
+/// element by element (`vpextrd` + a byte store, 256 per tile) when it is not.
+const ROW_STORE_KERNEL: &str = "avx512vnni_mmm_i32_16x16";
+
+/// Swaps the operands of the matmuls run by [`ROW_STORE_KERNEL`] whose 8-bit output has its M
+/// axis contiguous and its N axis not, so that the kernel's rows are the output's contiguous
+/// runs. tract makes M the larger dimension (`EinSumMatMul::codegen`), so a 1x1 convolution's
+/// matmul has M = positions, the output's contiguous axis, and N = channels: every tile was
+/// stored byte by byte (`perf annotate`: about a tenth of the kernel's time). C = A B and
+/// C^T = B^T A^T compute the same integers; this kernel packs A and B alike (both
+/// `PackedI8K4(16)`), so the packed operands are used as they are; per-column steps become
+/// per-row ones and the store's axes swap. Bit-identical (the whole-model test).
+pub fn row_stores(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    let mut turned = 0;
+    for node in &mut model.nodes {
+        let Some(op) = node.op_as::<OptMatMul>() else { continue };
+        let Some(turned_op) = turned_for_row_stores(op)? else { continue };
+        node.op = Box::new(turned_op);
+        turned += 1;
+    }
+    Ok(turned)
+}
+
+/// `op` with A and B swapped, where [`row_stores`] applies (see there); `None` elsewhere.
+fn turned_for_row_stores(
+    op: &tract_onnx::tract_core::ops::matmul::optimized::OptMatMul,
+) -> TractResult<Option<tract_onnx::tract_core::ops::matmul::optimized::OptMatMul>> {
+    use tract_linalg::mmm::OutputStoreSpec;
+    use tract_onnx::tract_core::ops::matmul::optimized::{OptMatMul, ProtoFusedSpec};
+    let [kernel] = op.mmm.as_slice() else { return Ok(None) };
+    let (Some(m_axis), Some(n_axis)) = (op.c_m_axis, op.c_n_axis) else { return Ok(None) };
+    let Some(shape) = op.c_fact.shape.as_concrete() else { return Ok(None) };
+    let strides = Tensor::natural_strides(shape);
+    if kernel.name() != ROW_STORE_KERNEL
+        || op.c_fact.datum_type.size_of() != 1
+        || strides[m_axis] != 1
+        || strides[n_axis] == 1
+    {
+        return Ok(None);
+    }
+    let packings = kernel.packings();
+    let mut micro_ops = Vec::with_capacity(op.micro_ops.len());
+    for micro_op in &op.micro_ops {
+        micro_ops.push(match micro_op {
+            ProtoFusedSpec::AddMatMul { geo, a, b, packings: chosen } => {
+                // Each packing pair must read the same for A and B, and no panel extractor.
+                let alike = chosen.iter().all(|(index, extractor)| {
+                    extractor.is_none() && packings.get(*index).is_some_and(|(pa, pb)| **pa == **pb)
+                });
+                if !alike {
+                    return Ok(None);
+                }
+                let mut geo = geo.clone();
+                std::mem::swap(&mut geo.c_to_a_axis_mapping, &mut geo.c_to_b_axis_mapping);
+                ProtoFusedSpec::AddMatMul { geo, a: b.clone(), b: a.clone(), packings: chosen.clone() }
+            }
+            ProtoFusedSpec::BinPerRow(slot, bin, map) => ProtoFusedSpec::BinPerCol(*slot, *bin, map.clone()),
+            ProtoFusedSpec::BinPerCol(slot, bin, map) => ProtoFusedSpec::BinPerRow(*slot, *bin, map.clone()),
+            ProtoFusedSpec::AddRowColProducts(rows, cols) => ProtoFusedSpec::AddRowColProducts(*cols, *rows),
+            ProtoFusedSpec::Store(specs) => {
+                let mut swapped = Vec::with_capacity(specs.len());
+                for spec in specs {
+                    let OutputStoreSpec::View { m_axis, n_axis, mr, nr } = spec else { return Ok(None) };
+                    swapped.push(OutputStoreSpec::View { m_axis: *n_axis, n_axis: *m_axis, mr: *nr, nr: *mr });
+                }
+                ProtoFusedSpec::Store(swapped)
+            }
+            step @ (ProtoFusedSpec::BinScalar(..) | ProtoFusedSpec::LeakyRelu(_) | ProtoFusedSpec::Scaler(_)) => {
+                step.clone()
+            }
+            // A C-shaped addend carries its own store layout: left as tract made it.
+            ProtoFusedSpec::AddUnicast(..) => return Ok(None),
+        });
+    }
+    OptMatMul::new(
+        op.mmm.clone(),
+        op.mode_picker.clone(),
+        op.c_fact.clone(),
+        Some(n_axis),
+        Some(m_axis),
+        micro_ops,
+        op.trivial_packing,
+    )
+    .map(Some)
 }
 
 /// Switches each [`Im2ColK4`] that can to tap-major K ([`Im2ColK4::tap_major`]), where its only
@@ -345,6 +437,7 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
         model.nodes[id].op = replacement;
     }
     prepared.im2col_tap_major = tap_major_convolutions(model)?;
+    prepared.matmuls_turned_for_row_stores = row_stores(model)?;
     // Fusions read the quantize ops replaced above.
     prepared.affine_relu_quantize_fused = fuse_all(model, affine_relu_quantize::find)?;
     prepared.concats_read_in_place = fuse_all(model, affine_relu_quantize::find_concat)?;

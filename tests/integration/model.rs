@@ -223,24 +223,86 @@ fn malformed_manifests_name_the_file_and_key() {
     assert!(err.contains("manifest.toml"), "{err}");
 }
 
+/// The shipped int8 model typed for a 1x3x`side`x`side` input, and tract's kernel choice made as
+/// `Classifier::load` makes it (the 16x16 VNNI tile where the CPU has one).
+fn typed_int8_model(side: usize) -> tract_onnx::prelude::TypedModel {
+    use tract_onnx::prelude::*;
+    tract_onnx::tract_core::knobs::set_config_global("TRACT_AVX512_FMA_UNITS", "2").unwrap();
+    let dir = shipped_model();
+    let manifest = Manifest::load(&dir).unwrap();
+    let mut model = tract_onnx::onnx().model_for_path(dir.join(&manifest.file)).unwrap();
+    if side != manifest.input.width as usize {
+        // The file records every intermediate shape for its own input size: forget them.
+        for id in 0..model.nodes.len() {
+            if model.nodes[id].op.name() == "Const" {
+                continue;
+            }
+            for slot in 0..model.nodes[id].outputs.len() {
+                model.set_outlet_fact(OutletId::new(id, slot), InferenceFact::default()).unwrap();
+            }
+        }
+    }
+    model.with_input_fact(0, f32::fact([1, 3, side, side]).into()).unwrap().into_typed().unwrap()
+}
+
+/// Runs `typed` with tract's own optimisation, ops and evaluation, and prepared and evaluated
+/// through `eval_node` as `Classifier` does, on each input: the output bits must be the same.
+fn assert_prepared_is_bit_identical(
+    typed: tract_onnx::prelude::TypedModel,
+    inputs: &[(String, tract_onnx::prelude::Tensor)],
+) -> kidney_screen::model_prep::Prepared {
+    use tract_onnx::prelude::*;
+    let optimized = typed.clone().into_optimized().unwrap();
+    let (prepared, report) = kidney_screen::model_prep::optimize_and_prepare(typed).unwrap();
+    eprintln!("{report:?}");
+    let tract_plan = optimized.into_runnable().unwrap();
+    let prepared_plan = prepared.into_runnable().unwrap();
+    assert!(!inputs.is_empty());
+    for (name, input) in inputs {
+        let a = tract_plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+        let mut prepared_state = TypedSimpleState::new(&prepared_plan).unwrap();
+        let b = prepared_state
+            .run_plan_with_eval(tvec!(input.clone().into_tvalue()), kidney_screen::model_prep::eval_node)
+            .unwrap();
+        let (a, b) = (a[0].try_as_plain_ram().unwrap(), b[0].try_as_plain_ram().unwrap());
+        let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b), "{name}: tract {a:?}, prepared {b:?}");
+    }
+    report
+}
+
+/// Whether tract runs the int8 matmuls with its 16x16 AVX-512 VNNI kernel on this CPU.
+fn wide_vnni_kernel(typed: &tract_onnx::prelude::TypedModel) -> bool {
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    let optimized = typed.clone().into_optimized().unwrap();
+    optimized
+        .nodes
+        .iter()
+        .filter_map(|n| n.op_as::<OptMatMul>())
+        .any(|m| m.mmm.iter().any(|kernel| kernel.name() == "avx512vnni_mmm_i32_16x16"))
+}
+
 /// The load-time graph preparation (src/model_prep.rs) must not change a single output bit:
 /// run the shipped int8 model with tract's own ops and evaluation, and with the replacements
 /// evaluated through `eval_node` as `Classifier` does, on every golden.
 #[test]
 fn prepared_int8_graph_gives_bit_identical_outputs() {
     use tract_onnx::prelude::*;
-    let dir = shipped_model();
-    let manifest = Manifest::load(&dir).unwrap();
-    let (w, h) = (manifest.input.width as usize, manifest.input.height as usize);
-    let typed = tract_onnx::onnx()
-        .model_for_path(dir.join(&manifest.file))
-        .unwrap()
-        .with_input_fact(0, f32::fact([1, 3, h, w]).into())
-        .unwrap()
-        .into_typed()
-        .unwrap();
-    let optimized = typed.clone().into_optimized().unwrap();
-    let (prepared, report) = kidney_screen::model_prep::optimize_and_prepare(typed).unwrap();
+    let manifest = Manifest::load(&shipped_model()).unwrap();
+    let side = manifest.input.width as usize;
+    assert_eq!(manifest.input.height as usize, side);
+    let typed = typed_int8_model(side);
+    let wide = wide_vnni_kernel(&typed);
+    let cases = goldens().cases;
+    let inputs: Vec<(String, Tensor)> = cases
+        .iter()
+        .map(|case| {
+            let values = read_f32(&golden_file(&case.name, "tensor.f32"));
+            (case.name.clone(), Tensor::from_shape(&[1, 3, side, side], &values).unwrap())
+        })
+        .collect();
+    let report = assert_prepared_is_bit_identical(typed, &inputs);
     // DenseNet121 has 61 1x1 convolutions (58 in dense layers, 3 in transitions).
     assert_eq!(report.pointwise_rows_merged, 61, "{report:?}");
     // The input quantize of every convolution (the QOperator graph quantizes 120 conv inputs).
@@ -260,22 +322,35 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
     // Where `PackK4` packs them, all 61 1x1 convolutions' pre-activations write its panels.
     let packed = if report.packs_replaced > 0 { 61 } else { 0 };
     assert_eq!(report.pre_activations_packed, packed, "{report:?}");
-    eprintln!("{report:?}");
-    let tract_plan = optimized.into_runnable().unwrap();
-    let prepared_plan = prepared.into_runnable().unwrap();
-    let cases = goldens().cases;
-    assert!(!cases.is_empty());
-    for case in &cases {
-        let values = read_f32(&golden_file(&case.name, "tensor.f32"));
-        let input = Tensor::from_shape(&[1, 3, h, w], &values).unwrap();
-        let a = tract_plan.run(tvec!(input.clone().into_tvalue())).unwrap();
-        let mut prepared_state = TypedSimpleState::new(&prepared_plan).unwrap();
-        let b = prepared_state
-            .run_plan_with_eval(tvec!(input.into_tvalue()), kidney_screen::model_prep::eval_node)
-            .unwrap();
-        let (a, b) = (a[0].try_as_plain_ram().unwrap(), b[0].try_as_plain_ram().unwrap());
-        let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(a), bits(b), "{}: tract {a:?}, prepared {b:?}", case.name);
-    }
+    // At 128x128, tract gives the 1x1 convolutions with at least as many positions as output
+    // channels M = positions: dense blocks 1 (32x32) and 2 (16x16) and the first two transitions,
+    // 20 matmuls, which the 16x16 VNNI kernel then stores byte by byte unless turned.
+    assert_eq!(report.matmuls_turned_for_row_stores, if wide { 20 } else { 0 }, "{report:?}");
+}
+
+/// The same at an input size whose feature maps are not whole 16-wide tiles (112x112: dense
+/// block 2 runs at 14x14, 196 positions), so the turned matmuls' partial tiles are checked too.
+#[test]
+fn prepared_int8_graph_is_bit_identical_with_partial_tiles() {
+    use tract_onnx::prelude::*;
+    let side = 112;
+    let typed = typed_int8_model(side);
+    let wide = wide_vnni_kernel(&typed);
+    // A deterministic spread of normalized intensities (the LCG only varies the pattern).
+    let inputs: Vec<(String, Tensor)> = (0..2u32)
+        .map(|seed| {
+            let mut state = 0x9e37_79b9u32.wrapping_mul(seed + 1);
+            let values: Vec<f32> = (0..3 * side * side)
+                .map(|_| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (state >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+                })
+                .collect();
+            (format!("noise {seed}"), Tensor::from_shape(&[1, 3, side, side], &values).unwrap())
+        })
+        .collect();
+    let report = assert_prepared_is_bit_identical(typed, &inputs);
+    // Block 1 and transition 1 (28x28) and block 2 (14x14: 196 positions, at least its 128
+    // output channels); transition 2 (196 positions, 256 channels) is already turned by tract.
+    assert_eq!(report.matmuls_turned_for_row_stores, if wide { 19 } else { 0 }, "{report:?}");
 }
