@@ -348,18 +348,12 @@ const TABLE_MIN_PERIOD: usize = 256;
 /// 64 positions per step on AVX-512 VBMI with the 16-wide panels of tract's 16x16 VNNI kernel.
 fn uses_tables(period: usize, r: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
-        period >= TABLE_MIN_PERIOD
-            && r == 16
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vbmi")
-    }
+    let byte_permutes = std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vbmi");
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (period, r);
-        false
-    }
+    let byte_permutes = false;
+    period >= TABLE_MIN_PERIOD && r == 16 && byte_permutes
 }
 
 /// Batch norm + ReLU + quantize of one value, as [`AffineReluQuantize::channel`] computes it for
@@ -538,6 +532,7 @@ impl PackedAffineReluQuantize {
 /// unpacks leave positions in order: the unpacks work within 128-bit lanes, so word `j` of lane
 /// `l` of their `i`-th result holds the four channels' bytes `16 l + 4 i + j`; reading position
 /// `16 i + 4 l + j` there puts positions `16 i ..= 16 i + 15` in the `i`-th result, in order.
+#[cfg(target_arch = "x86_64")]
 const STEP_ORDER: [u8; 64] = {
     let mut order = [0u8; 64];
     let mut k = 0;
