@@ -18,6 +18,7 @@
 //! - [`PackedAffineReluQuantize`]: either of those writing the 1x1 convolution's packed panels.
 //! - [`ByteTable`]: byte-to-byte chains (dequantize, ReLU, quantize, offset) as a lookup table.
 //! - [`FastPool`]: max and average pools with each kernel tap a contiguous run of the output row.
+//! - [`pool_bytes`]: the stem's max pool on the convolution's u8 output, before its dequantize.
 //! - [`row_stores`]: the 1x1 convolutions' matmuls turned so that tract's 16x16 VNNI kernel
 //!   stores their output a row at a time instead of a byte at a time.
 
@@ -262,6 +263,63 @@ pub struct Prepared {
     pub im2col_tap_major: usize,
     /// Matmuls with their operands swapped so the kernel stores whole rows ([`row_stores`]).
     pub matmuls_turned_for_row_stores: usize,
+    /// Max pools moved before their input's dequantize, onto bytes ([`pool_bytes`]).
+    pub pools_on_bytes: usize,
+}
+
+/// Moves each [`FastPool`] max pool whose input is a `DequantizeLinearF32` of u8 values with a
+/// positive scale, optionally followed by a ReLU (a max with a constant), each read by nothing
+/// else, before the dequantize: onto the bytes ([`FastPool::on_bytes`]). Both steps never
+/// reverse an order, so the max of their outputs is their output of the max, the same bits.
+/// DenseNet's stem pools its 64x64 map to 32x32: a quarter of the bytes to pool, a quarter of the
+/// values to dequantize and ReLU.
+pub fn pool_bytes(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_linalg::BinOp;
+    use tract_onnx::tract_core::ops::binary::OptBinByScalar;
+    use tract_onnx::tract_core::ops::quant::DequantizeLinearF32;
+    let mut moved = 0;
+    for id in 0..model.nodes.len() {
+        let node = &model.nodes[id];
+        let Some(on_bytes) = node.op_as::<FastPool>().and_then(FastPool::on_bytes) else { continue };
+        let [input] = node.inputs.as_slice() else { continue };
+        let read_by_one = |from: usize, to: usize| sole_consumer(model, from).map(|n| n.id) == Some(to);
+        // An optional ReLU between the dequantize and the pool: a max with a finite constant.
+        let mut producer = &model.nodes[input.node];
+        let mut relu = None;
+        if let Some(op) = producer.op_as::<OptBinByScalar>() {
+            let bound = model.outlet_fact(producer.inputs[1])?.konst.clone();
+            let finite = bound.as_ref().is_some_and(|k| {
+                k.datum_type() == f32::datum_type()
+                    && k.len() == 1
+                    && k.try_as_plain_ram().ok().and_then(|p| p.as_slice::<f32>().ok().map(|v| v[0].is_finite()))
+                        == Some(true)
+            });
+            if op.linalg_op != BinOp::Max || !finite || !read_by_one(producer.id, id) {
+                continue;
+            }
+            relu = Some(producer);
+            producer = &model.nodes[producer.inputs[0].node];
+        }
+        let Some(dequantize) = producer.op_as::<DequantizeLinearF32>() else { continue };
+        let [bytes] = producer.inputs.as_slice() else { continue };
+        let next = relu.map_or(id, |n| n.id);
+        let positive = dequantize.scale > 0.0 && dequantize.scale.is_finite();
+        if !positive || model.outlet_fact(*bytes)?.datum_type != u8::datum_type() || !read_by_one(producer.id, next) {
+            continue;
+        }
+        let mut patch = TypedModelPatch::new("pool_bytes");
+        let tap = patch.tap_model(model, *bytes)?;
+        let pooled = patch.wire_node(format!("{}.on_bytes", node.name), on_bytes, &[tap])?[0];
+        let mut wire = patch.wire_node(format!("{}.dequantize", node.name), dequantize.clone(), &[pooled])?[0];
+        if let Some(relu) = relu {
+            let bound = patch.tap_model(model, relu.inputs[1])?;
+            wire = patch.wire_node(format!("{}.relu", node.name), relu.op.clone(), &[wire, bound])?[0];
+        }
+        patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
+        patch.apply(model)?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// The kernel [`row_stores`] knows: it keeps one row of C (one M index, 16 N) per register, and
@@ -438,6 +496,8 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
     }
     prepared.im2col_tap_major = tap_major_convolutions(model)?;
     prepared.matmuls_turned_for_row_stores = row_stores(model)?;
+    // Before the fusions, which then read the pooled bytes as a dequantized piece.
+    prepared.pools_on_bytes = pool_bytes(model)?;
     // Fusions read the quantize ops replaced above.
     prepared.affine_relu_quantize_fused = fuse_all(model, affine_relu_quantize::find)?;
     prepared.concats_read_in_place = fuse_all(model, affine_relu_quantize::find_concat)?;

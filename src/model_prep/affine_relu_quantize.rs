@@ -578,7 +578,7 @@ impl PackedAffineReluQuantize {
                             );
                         }
                         #[cfg(not(target_arch = "x86_64"))]
-                        let _ = (table, row);
+                        let _ = (table, row, &packed, panel_len);
                         group += 1;
                     }
                 }

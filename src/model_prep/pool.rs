@@ -39,13 +39,16 @@ impl PoolAxis {
     }
 }
 
-/// A 2-D pool over `planes` contiguous `[height, width]` f32 planes (batch times channels).
+/// A 2-D pool over `planes` contiguous `[height, width]` f32 planes (batch times channels), or
+/// u8 planes for a max pool made by [`FastPool::on_bytes`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FastPool {
     kind: PoolKind,
     planes: usize,
     rows: PoolAxis,
     columns: PoolAxis,
+    /// u8 values instead of f32 (max pools only).
+    bytes: bool,
 }
 
 impl FastPool {
@@ -100,7 +103,29 @@ impl FastPool {
         if rows.kernel * columns.kernel > MAX_TAPS {
             return None;
         }
-        (valid(&rows) && valid(&columns)).then_some(FastPool { kind, planes: batch * channels, rows, columns })
+        (valid(&rows) && valid(&columns)).then_some(FastPool {
+            kind,
+            planes: batch * channels,
+            rows,
+            columns,
+            bytes: false,
+        })
+    }
+
+    /// This max pool on the u8 values that a dequantize with a positive scale turns into its f32
+    /// input, for when the pool moves before the dequantize ([`super::pool_bytes`]): a
+    /// dequantize `(q - zero_point) * scale` with `scale > 0` never reverses an order, so the
+    /// max of the dequantized values is the dequantized max, the same bits. Padding stays
+    /// absent (it reads as 0, the least byte, where f32 uses `f32::MIN`), which is only the
+    /// same where every window has a tap inside the input: required here.
+    pub fn on_bytes(&self) -> Option<FastPool> {
+        let covered = |axis: &PoolAxis| (0..axis.output).all(|o| (0..axis.kernel).any(|k| axis.source(o, k).is_some()));
+        (self.kind == PoolKind::Max && !self.bytes && covered(&self.rows) && covered(&self.columns))
+            .then(|| FastPool { bytes: true, ..self.clone() })
+    }
+
+    fn datum_type(&self) -> DatumType {
+        if self.bytes { u8::datum_type() } else { f32::datum_type() }
     }
 
     /// Entries per stride phase of a split row: the output columns rounded up to whole groups of
@@ -112,34 +137,50 @@ impl FastPool {
     }
 
     fn run(&self, input: &[f32], output: &mut [f32]) {
+        // As tract: max folds `if acc < v { v } else { acc }` from `f32::MIN`; average sums
+        // from `Iterator::sum`'s start value and multiplies by `1 / taps`.
+        let max = |a: f32, v: f32| if a < v { v } else { a };
         match self.kind {
-            PoolKind::Max => crate::simd::with_avx2!(self.run_portable::<true>(input, output)),
-            PoolKind::Average => crate::simd::with_avx2!(self.run_portable::<false>(input, output)),
+            PoolKind::Max => crate::simd::with_avx2!(self.run_portable(input, output, f32::MIN, f32::MIN, max, |a| a)),
+            PoolKind::Average => {
+                let (start, divisor) =
+                    (std::iter::empty::<f32>().sum(), ((self.rows.kernel * self.columns.kernel) as f32).recip());
+                crate::simd::with_avx2!(self.run_portable(input, output, 0.0, start, |a, v| a + v, |a| a * divisor))
+            }
         }
     }
 
-    /// `MAX`: max pool, else average pool. Output columns go in groups of [`LANES`], each group
-    /// folding all its taps in registers.
+    /// The max pool on bytes ([`FastPool::on_bytes`]).
+    fn run_bytes(&self, input: &[u8], output: &mut [u8]) {
+        crate::simd::with_avx2!(self.run_portable(input, output, 0, 0, |a: u8, v: u8| a.max(v), |a| a))
+    }
+
+    /// Each output is `finish` of `fold` over its taps from `start`; a tap in the padding (or
+    /// past the last output group) reads `absent`, which must leave the fold unchanged. Output
+    /// columns go in groups of [`LANES`], each group folding all its taps in registers.
     #[inline(always)]
-    fn run_portable<const MAX: bool>(&self, input: &[f32], output: &mut [f32]) {
+    fn run_portable<T: Copy>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        absent: T,
+        start: T,
+        fold: impl Fn(T, T) -> T,
+        finish: impl Fn(T) -> T,
+    ) {
         let (rows, columns) = (self.rows, self.columns);
         let (plane_in, plane_out) = (rows.input * columns.input, rows.output * columns.output);
         let (stride, phase_len) = (columns.stride, self.phase_len());
-        // A tap in the padding (or past the last output group) has a value that leaves the fold
-        // unchanged.
-        let absent = if MAX { f32::MIN } else { 0.0 };
         // Every input row of a plane, split by stride phase: `split[(row * stride + phase) *
         // phase_len + j]` is padded column `j * stride + phase`, so tap `k` of output column
         // `o` is entry `o + k / stride` of phase `k % stride`.
         let mut split = vec![absent; rows.input * stride * phase_len];
-        let start = if MAX { f32::MIN } else { std::iter::empty::<f32>().sum() };
-        let divisor = ((rows.kernel * columns.kernel) as f32).recip();
         for (plane, out_plane) in input.chunks_exact(plane_in).zip(output.chunks_exact_mut(plane_out)) {
             for (row, values) in plane.chunks_exact(columns.input).enumerate() {
                 let split_row = &mut split[row * stride * phase_len..(row + 1) * stride * phase_len];
                 match stride {
-                    1 => split_by_phase::<1>(values, columns.pad_before, phase_len, split_row),
-                    2 => split_by_phase::<2>(values, columns.pad_before, phase_len, split_row),
+                    1 => split_by_phase::<1, T>(values, columns.pad_before, phase_len, split_row),
+                    2 => split_by_phase::<2, T>(values, columns.pad_before, phase_len, split_row),
                     _ => {
                         for (c, &v) in values.iter().enumerate() {
                             let padded = c + columns.pad_before;
@@ -165,13 +206,12 @@ impl FastPool {
                         let at = tap + group * LANES;
                         let Some(values) = split.get(at..at + LANES) else { continue };
                         for (a, &v) in acc.iter_mut().zip(values) {
-                            *a = if MAX { if *a < v { v } else { *a } } else { *a + v };
+                            *a = fold(*a, v);
                         }
                     }
-                    if !MAX {
-                        acc.iter_mut().for_each(|a| *a *= divisor);
+                    for (y, &a) in out.iter_mut().zip(&acc) {
+                        *y = finish(a);
                     }
-                    out.copy_from_slice(&acc[..out.len()]);
                 }
             }
         }
@@ -188,7 +228,7 @@ const LANES: usize = 8;
 /// `c + pad_before` lands at entry `(c + pad_before) / STRIDE` of run `(c + pad_before) % STRIDE`.
 /// A compile-time stride lets the compiler turn the scatter into vector shuffles.
 #[inline(always)]
-fn split_by_phase<const STRIDE: usize>(values: &[f32], pad_before: usize, phase_len: usize, split: &mut [f32]) {
+fn split_by_phase<const STRIDE: usize, T: Copy>(values: &[T], pad_before: usize, phase_len: usize, split: &mut [T]) {
     let (chunks, tail) = values.as_chunks::<STRIDE>();
     for i in 0..STRIDE {
         let (run, offset) = ((i + pad_before) % STRIDE * phase_len, (i + pad_before) / STRIDE);
@@ -203,6 +243,7 @@ fn split_by_phase<const STRIDE: usize>(values: &[f32], pad_before: usize, phase_
 impl Op for FastPool {
     fn name(&self) -> StaticName {
         match self.kind {
+            PoolKind::Max if self.bytes => "FastMaxPoolU8".into(),
             PoolKind::Max => "FastMaxPool".into(),
             PoolKind::Average => "FastAveragePool".into(),
         }
@@ -216,20 +257,27 @@ impl EvalOp for FastPool {
 
     fn eval(&self, _context: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = inputs.first().context("FastPool takes an input")?;
-        let plain = input.try_as_plain_ram()?;
-        let values = plain.as_slice::<f32>()?;
         ensure!(
-            values.len() == self.planes * self.rows.input * self.columns.input,
-            "{} input has shape {:?}",
+            input.datum_type() == self.datum_type()
+                && input.len() == self.planes * self.rows.input * self.columns.input,
+            "{} input is {:?} {:?}",
             self.name(),
+            input.datum_type(),
             input.shape()
         );
+        let plain = input.try_as_plain_ram()?;
         let mut shape: TVec<usize> = input.shape().into();
         let rank = shape.len();
         (shape[rank - 2], shape[rank - 1]) = (self.rows.output, self.columns.output);
-        // SAFETY: f32 values, every one written by `run` (each output row is stored whole).
-        let mut output = unsafe { Tensor::uninitialized_dt(f32::datum_type(), &shape)? };
-        self.run(values, output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+        // SAFETY: plain values (f32 or u8), every one written by `run` or `run_bytes` (each
+        // output row is stored whole).
+        let mut output = unsafe { Tensor::uninitialized_dt(self.datum_type(), &shape)? };
+        let mut output_plain = output.try_as_plain_ram_mut()?;
+        if self.bytes {
+            self.run_bytes(plain.as_slice::<u8>()?, output_plain.as_slice_mut::<u8>()?);
+        } else {
+            self.run(plain.as_slice::<f32>()?, output_plain.as_slice_mut::<f32>()?);
+        }
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -240,7 +288,7 @@ impl TypedOp for FastPool {
         let rank = shape.len();
         shape.set(rank - 2, self.rows.output.to_dim());
         shape.set(rank - 1, self.columns.output.to_dim());
-        Ok(tvec!(f32::fact(shape)))
+        Ok(tvec!(self.datum_type().fact(shape)))
     }
 
     as_op!();
@@ -313,6 +361,46 @@ mod tests {
             let ours = FastPool::replacing_max(&tract_op, &fact).expect("replaceable");
             check(&tract_op, ours, x);
         }
+    }
+
+    /// Pooling the bytes then dequantizing gives the bits of dequantizing then pooling, for the
+    /// max pools whose every window has a tap inside the input; the others are not made.
+    #[test]
+    fn max_pools_on_bytes_match_pools_on_their_dequantized_values() {
+        use tract_onnx::tract_core::ops::quant::DequantizeLinearF32;
+        let onnx = |before: usize, after: usize, ceil: bool| {
+            PaddingSpec::ExplicitOnnxPool(tvec![before, before], tvec![after, after], ceil)
+        };
+        let cases = [
+            ([1, 64, 64, 64], spec(3, 2, onnx(1, 1, false), 64)),
+            ([1, 3, 7, 9], spec(3, 2, onnx(1, 1, false), 3)),
+            ([1, 2, 9, 9], spec(2, 2, PaddingSpec::Valid, 2)),
+            ([1, 4, 6, 5], spec(3, 1, onnx(1, 1, false), 4)),
+            ([1, 2, 7, 7], spec(2, 2, onnx(0, 0, true), 2)),
+        ];
+        for (shape, spec) in cases {
+            let len = shape.iter().product::<usize>();
+            let q: Vec<u8> = (0..len).map(|i| ((i * 2_654_435_761) % 251) as u8).collect();
+            let q = Tensor::from_shape(&shape, &q).unwrap();
+            let fact = f32::fact(shape);
+            let geometry = spec.compute_geo(&fact.shape).unwrap();
+            let pool = FastPool::replacing_max(&OptMaxPool::new(spec, None, geometry), &fact).unwrap();
+            let on_bytes = pool.on_bytes().expect("every window has a tap inside");
+            for dequantize in [DequantizeLinearF32::new(0.0417, 113), DequantizeLinearF32::new(3.1e-3, 0)] {
+                let dequantized = dequantize.eval_out_of_plan(tvec!(q.clone().into_tvalue())).unwrap().unwrap();
+                let expected = pool.eval_out_of_plan(dequantized).unwrap().unwrap();
+                let pooled = on_bytes.eval_out_of_plan(tvec!(q.clone().into_tvalue())).unwrap().unwrap();
+                assert_eq!(pooled[0].datum_type(), u8::datum_type());
+                let got = dequantize.eval_out_of_plan(pooled).unwrap().unwrap();
+                assert_eq!(bits(&got[0]), bits(&expected[0]), "{on_bytes:?}");
+            }
+        }
+        // Windows wholly in the padding (a 1x1 kernel, stride 2, padding 1): not made on bytes.
+        let fact = f32::fact([1, 1, 4, 4]);
+        let padded = PoolSpec { kernel_shape: tvec![1, 1], ..spec(1, 2, onnx(1, 1, false), 1) };
+        let geometry = padded.compute_geo(&fact.shape).unwrap();
+        let pool = FastPool::replacing_max(&OptMaxPool::new(padded, None, geometry), &fact).unwrap();
+        assert!(pool.on_bytes().is_none());
     }
 
     #[test]

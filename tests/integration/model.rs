@@ -315,6 +315,8 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
     // input in place; the stem's max pool and the 3 transitions' average pools are replaced.
     assert_eq!(report.concats_read_in_place, 57, "{report:?}");
     assert_eq!(report.pools_replaced, 4, "{report:?}");
+    // The stem's max pool runs on the convolution's bytes, before their dequantize.
+    assert_eq!(report.pools_on_bytes, 1, "{report:?}");
     // Where the im2col is replaced, the 58 3x3 convolutions (128 channels each) run it tap-major
     // with their weights permuted; the stem's 7x7 (3 channels) keeps tract's K order.
     let tap_major = if report.im2col_ops_replaced > 0 { 58 } else { 0 };
@@ -353,4 +355,5 @@ fn prepared_int8_graph_is_bit_identical_with_partial_tiles() {
     // Block 1 and transition 1 (28x28) and block 2 (14x14: 196 positions, at least its 128
     // output channels); transition 2 (196 positions, 256 channels) is already turned by tract.
     assert_eq!(report.matmuls_turned_for_row_stores, if wide { 19 } else { 0 }, "{report:?}");
+    assert_eq!(report.pools_on_bytes, 1, "{report:?}");
 }
