@@ -129,9 +129,9 @@ impl FastPool {
     }
 
     /// Entries per stride phase of a split row: the output columns rounded up to whole groups of
-    /// [`LANES`] plus the kernel's reach (so every group's taps are in the run), and at least
+    /// `LANES` plus the kernel's reach (so every group's taps are in the run), and at least
     /// every input column.
-    fn phase_len(&self) -> usize {
+    fn phase_len<const LANES: usize>(&self) -> usize {
         let c = self.columns;
         (c.output.next_multiple_of(LANES) + (c.kernel - 1) / c.stride).max((c.input + c.pad_before).div_ceil(c.stride))
     }
@@ -141,25 +141,40 @@ impl FastPool {
         // from `Iterator::sum`'s start value and multiplies by `1 / taps`.
         let max = |a: f32, v: f32| if a < v { v } else { a };
         match self.kind {
-            PoolKind::Max => crate::simd::with_avx2!(self.run_portable(input, output, f32::MIN, f32::MIN, max, |a| a)),
+            PoolKind::Max => crate::simd::with_avx2!(self.run_portable::<F32_LANES, f32>(
+                input,
+                output,
+                f32::MIN,
+                f32::MIN,
+                max,
+                |a| a
+            )),
             PoolKind::Average => {
                 let (start, divisor) =
                     (std::iter::empty::<f32>().sum(), ((self.rows.kernel * self.columns.kernel) as f32).recip());
-                crate::simd::with_avx2!(self.run_portable(input, output, 0.0, start, |a, v| a + v, |a| a * divisor))
+                crate::simd::with_avx2!(self.run_portable::<F32_LANES, f32>(
+                    input,
+                    output,
+                    0.0,
+                    start,
+                    |a, v| a + v,
+                    |a| a * divisor
+                ))
             }
         }
     }
 
     /// The max pool on bytes ([`FastPool::on_bytes`]).
     fn run_bytes(&self, input: &[u8], output: &mut [u8]) {
-        crate::simd::with_avx2!(self.run_portable(input, output, 0, 0, |a: u8, v: u8| a.max(v), |a| a))
+        crate::simd::with_avx2!(self.run_portable::<BYTE_LANES, u8>(input, output, 0, 0, |a, v| a.max(v), |a| a))
     }
 
     /// Each output is `finish` of `fold` over its taps from `start`; a tap in the padding (or
     /// past the last output group) reads `absent`, which must leave the fold unchanged. Output
-    /// columns go in groups of [`LANES`], each group folding all its taps in registers.
+    /// columns go in groups of `LANES` (a vector's worth: [`F32_LANES`], [`BYTE_LANES`]), each
+    /// group folding all its taps in registers.
     #[inline(always)]
-    fn run_portable<T: Copy>(
+    fn run_portable<const LANES: usize, T: Copy>(
         &self,
         input: &[T],
         output: &mut [T],
@@ -170,7 +185,7 @@ impl FastPool {
     ) {
         let (rows, columns) = (self.rows, self.columns);
         let (plane_in, plane_out) = (rows.input * columns.input, rows.output * columns.output);
-        let (stride, phase_len) = (columns.stride, self.phase_len());
+        let (stride, phase_len) = (columns.stride, self.phase_len::<LANES>());
         // Every input row of a plane, split by stride phase: `split[(row * stride + phase) *
         // phase_len + j]` is padded column `j * stride + phase`, so tap `k` of output column
         // `o` is entry `o + k / stride` of phase `k % stride`.
@@ -221,8 +236,9 @@ impl FastPool {
 /// The most kernel taps a window may have (checked when the op is made).
 const MAX_TAPS: usize = 16;
 
-/// Output columns folded together in registers.
-const LANES: usize = 8;
+/// Output columns folded together in registers: an AVX2 vector of f32, of bytes.
+const F32_LANES: usize = 8;
+const BYTE_LANES: usize = 32;
 
 /// Stores input row `values` into `split` (`STRIDE` runs of `phase_len`) so that padded column
 /// `c + pad_before` lands at entry `(c + pad_before) / STRIDE` of run `(c + pad_before) % STRIDE`.
