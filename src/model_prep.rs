@@ -496,7 +496,7 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
     }
     prepared.im2col_tap_major = tap_major_convolutions(model)?;
     prepared.matmuls_turned_for_row_stores = row_stores(model)?;
-    // Before the fusions, which then read the pooled bytes as a dequantized piece.
+    // Before the fusions, so that they are made on the moved pool's outputs.
     prepared.pools_on_bytes = pool_bytes(model)?;
     // Fusions read the quantize ops replaced above.
     prepared.affine_relu_quantize_fused = fuse_all(model, affine_relu_quantize::find)?;

@@ -354,22 +354,27 @@ mod tests {
         assert_eq!(bits(&got[0]), bits(&expected[0]), "{ours:?}");
     }
 
-    #[test]
-    fn max_pools_match_tract() {
-        let onnx = |before: usize, after: usize, ceil: bool| {
-            PaddingSpec::ExplicitOnnxPool(tvec![before, before], tvec![after, after], ceil)
-        };
-        let cases = [
+    fn onnx_padding(before: usize, after: usize, ceil: bool) -> PaddingSpec {
+        PaddingSpec::ExplicitOnnxPool(tvec![before, before], tvec![after, after], ceil)
+    }
+
+    /// Max pool geometries: odd sizes, strides 1 to 3, ceil mode, asymmetric padding.
+    fn max_pool_cases() -> [([usize; 4], PoolSpec); 7] {
+        [
             // DenseNet's stem: 3x3, stride 2, padding 1 on a 64x64 map.
-            ([1, 64, 64, 64], spec(3, 2, onnx(1, 1, false), 64)),
-            ([1, 3, 7, 9], spec(3, 2, onnx(1, 1, false), 3)),
+            ([1, 64, 64, 64], spec(3, 2, onnx_padding(1, 1, false), 64)),
+            ([1, 3, 7, 9], spec(3, 2, onnx_padding(1, 1, false), 3)),
             ([2, 2, 8, 8], spec(2, 2, PaddingSpec::Valid, 2)),
             ([1, 2, 9, 9], spec(2, 2, PaddingSpec::Valid, 2)),
-            ([1, 4, 6, 5], spec(3, 1, onnx(1, 1, false), 4)),
-            ([1, 2, 7, 7], spec(2, 2, onnx(0, 0, true), 2)),
+            ([1, 4, 6, 5], spec(3, 1, onnx_padding(1, 1, false), 4)),
+            ([1, 2, 7, 7], spec(2, 2, onnx_padding(0, 0, true), 2)),
             ([1, 2, 10, 11], spec(3, 3, PaddingSpec::Explicit(tvec![2, 1], tvec![0, 2]), 2)),
-        ];
-        for (shape, spec) in cases {
+        ]
+    }
+
+    #[test]
+    fn max_pools_match_tract() {
+        for (shape, spec) in max_pool_cases() {
             let x = input(&shape);
             let fact = f32::fact(shape);
             let geometry = spec.compute_geo(&fact.shape).unwrap();
@@ -384,17 +389,7 @@ mod tests {
     #[test]
     fn max_pools_on_bytes_match_pools_on_their_dequantized_values() {
         use tract_onnx::tract_core::ops::quant::DequantizeLinearF32;
-        let onnx = |before: usize, after: usize, ceil: bool| {
-            PaddingSpec::ExplicitOnnxPool(tvec![before, before], tvec![after, after], ceil)
-        };
-        let cases = [
-            ([1, 64, 64, 64], spec(3, 2, onnx(1, 1, false), 64)),
-            ([1, 3, 7, 9], spec(3, 2, onnx(1, 1, false), 3)),
-            ([1, 2, 9, 9], spec(2, 2, PaddingSpec::Valid, 2)),
-            ([1, 4, 6, 5], spec(3, 1, onnx(1, 1, false), 4)),
-            ([1, 2, 7, 7], spec(2, 2, onnx(0, 0, true), 2)),
-        ];
-        for (shape, spec) in cases {
+        for (shape, spec) in max_pool_cases() {
             let len = shape.iter().product::<usize>();
             let q: Vec<u8> = (0..len).map(|i| ((i * 2_654_435_761) % 251) as u8).collect();
             let q = Tensor::from_shape(&shape, &q).unwrap();
@@ -413,7 +408,7 @@ mod tests {
         }
         // Windows wholly in the padding (a 1x1 kernel, stride 2, padding 1): not made on bytes.
         let fact = f32::fact([1, 1, 4, 4]);
-        let padded = PoolSpec { kernel_shape: tvec![1, 1], ..spec(1, 2, onnx(1, 1, false), 1) };
+        let padded = spec(1, 2, onnx_padding(1, 1, false), 1);
         let geometry = padded.compute_geo(&fact.shape).unwrap();
         let pool = FastPool::replacing_max(&OptMaxPool::new(padded, None, geometry), &fact).unwrap();
         assert!(pool.on_bytes().is_none());
