@@ -163,6 +163,15 @@ fn sole_consumer(model: &TypedModel, node: usize) -> Option<&TypedNode> {
 }
 
 /// `node`'s element-wise mini-op, if it is a `T`.
+/// The value at `outlet` if it is a constant single f32 (a by-scalar op's operand).
+fn constant_f32(model: &TypedModel, outlet: OutletId) -> TractResult<Option<f32>> {
+    let Some(konst) = model.outlet_fact(outlet)?.konst.as_ref() else { return Ok(None) };
+    if konst.datum_type() != f32::datum_type() || konst.len() != 1 {
+        return Ok(None);
+    }
+    Ok(Some(konst.try_as_plain_ram()?.as_slice::<f32>()?[0]))
+}
+
 fn element_wise<T: ElementWiseMiniOp>(node: &TypedNode) -> Option<&T> {
     node.op_as::<ElementWiseOp>().and_then(|op| op.0.downcast_ref::<T>())
 }
@@ -287,13 +296,7 @@ pub fn pool_bytes(model: &mut TypedModel) -> TractResult<usize> {
         let mut producer = &model.nodes[input.node];
         let mut relu = None;
         if let Some(op) = producer.op_as::<OptBinByScalar>() {
-            let bound = model.outlet_fact(producer.inputs[1])?.konst.clone();
-            let finite = bound.as_ref().is_some_and(|k| {
-                k.datum_type() == f32::datum_type()
-                    && k.len() == 1
-                    && k.try_as_plain_ram().ok().and_then(|p| p.as_slice::<f32>().ok().map(|v| v[0].is_finite()))
-                        == Some(true)
-            });
+            let finite = constant_f32(model, producer.inputs[1])?.is_some_and(f32::is_finite);
             if op.linalg_op != BinOp::Max || !finite || !read_by_one(producer.id, id) {
                 continue;
             }

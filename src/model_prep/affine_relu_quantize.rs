@@ -111,13 +111,9 @@ impl AffineReluQuantize {
     fn channel<T: Copy>(&self, channel: usize, input: &[T], output: &mut [u8], load: impl Fn(T) -> f32) {
         let (zero_point, flip) = (f32::from(self.zero_point), if self.to_i8 { 0x80 } else { 0 });
         let (scale, shift) = (self.scale[channel], self.shift[channel]);
-        // As tract's chain: multiply, add, then max (two roundings, no fused multiply-add). After
-        // the max the value is +0.0 or more, never NaN: with a positive quantize scale (as ONNX
-        // requires) the quantize needs no lower clamps.
-        let relu = |x: T| {
-            let v = load(x) * scale + shift;
-            if v > 0.0 { v } else { 0.0 }
-        };
+        // After `affine_relu` the value is +0.0 or more, never NaN: with a positive quantize scale
+        // (as ONNX requires) the quantize needs no lower clamps.
+        let relu = |x: T| affine_relu(load(x), scale, shift);
         let quantize_scale = self.quantize_scale;
         if quantize_scale > 0.0 && quantize_scale.is_finite() {
             for (x, y) in input.iter().zip(output.iter_mut()) {
@@ -129,6 +125,20 @@ impl AffineReluQuantize {
             }
         }
     }
+}
+
+/// Batch norm + ReLU as tract's chain computes it: multiply, add, then max (two roundings, no
+/// fused multiply-add). The result is +0.0 or more, never NaN.
+#[inline(always)]
+fn affine_relu(x: f32, scale: f32, shift: f32) -> f32 {
+    let v = x * scale + shift;
+    if v > 0.0 { v } else { 0.0 }
+}
+
+/// tract's `DequantizeLinearF32` of one byte: `(q as i32 - zero_point) as f32 * scale`.
+#[inline(always)]
+fn dequantize(q: u8, scale: f32, zero_point: i32) -> f32 {
+    (i32::from(q) - zero_point) as f32 * scale
 }
 
 /// How a [`ConcatAffineReluQuantize`] reads one of its inputs.
@@ -269,7 +279,7 @@ impl ConcatAffineReluQuantize {
             match *values {
                 PieceValues::Dequantize { values, scale, zero_point } => {
                     for (x, (channel, y)) in values.chunks(period).zip(rows.by_ref()) {
-                        self.affine.channel(channel, x, y, |q: u8| (i32::from(q) - zero_point) as f32 * scale);
+                        self.affine.channel(channel, x, y, |q: u8| dequantize(q, scale, zero_point));
                     }
                 }
                 PieceValues::F32(values) => {
@@ -356,14 +366,11 @@ fn uses_tables(period: usize, r: usize) -> bool {
     period >= TABLE_MIN_PERIOD && r == 16 && byte_permutes
 }
 
-/// Batch norm + ReLU + quantize of one value, as [`AffineReluQuantize::channel`] computes it for
-/// values that are 0 or more after the ReLU (multiply, add, max, quantize; no fused multiply-add):
-/// the one definition the arithmetic path and the tables share.
+/// Batch norm + ReLU + quantize of one value with a positive, finite quantize scale: the one
+/// definition the packed arithmetic path and the tables share.
 #[inline(always)]
 fn pre_activation(x: f32, scale: f32, shift: f32, quantize_scale: f32, zero_point: f32) -> u32 {
-    let v = x * scale + shift;
-    let v = if v > 0.0 { v } else { 0.0 };
-    u32::from(quantize_non_negative_u8(v, quantize_scale, zero_point))
+    u32::from(quantize_non_negative_u8(affine_relu(x, scale, shift), quantize_scale, zero_point))
 }
 
 /// Panels [`PackedAffineReluQuantize`] writes at a time, each group of four channels in turn:
@@ -428,8 +435,8 @@ impl PackedAffineReluQuantize {
             for piece in &concat.pieces {
                 if let Piece::Dequantize { channels, scale, zero_point: piece_zero_point } = *piece {
                     for c in channel..channel + channels {
-                        for (q, entry) in tables[256 * c..][..256].iter_mut().enumerate() {
-                            let x = (q as i32 - piece_zero_point) as f32 * scale;
+                        for (q, entry) in (0..=u8::MAX).zip(&mut tables[256 * c..][..256]) {
+                            let x = dequantize(q, scale, piece_zero_point);
                             let y = pre_activation(x, affine.scale[c], affine.shift[c], quantize_scale, zero_point);
                             *entry = y as u8 ^ flip;
                         }
@@ -476,8 +483,8 @@ impl PackedAffineReluQuantize {
                         let panels = &mut panels[done / R * panel_len..];
                         for rows in values.chunks_exact(4 * period) {
                             let row = |lane: usize| &rows[lane * period + start + done..][..len - done];
-                            let dequantize = |q: u8| (i32::from(q) - zero_point) as f32 * scale;
-                            self.quads::<R, u8>(group, [row(0), row(1), row(2), row(3)], panels, panel_len, dequantize);
+                            let load = |q: u8| dequantize(q, scale, zero_point);
+                            self.quads::<R, u8>(group, [row(0), row(1), row(2), row(3)], panels, panel_len, load);
                             group += 1;
                         }
                     }

@@ -13,7 +13,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::OptBinByScalar;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, OffsetU8asI8};
 
-use super::{FastQuantizeU8, Fusion, element_wise, sole_consumer};
+use super::{FastQuantizeU8, Fusion, constant_f32, element_wise, sole_consumer};
 
 /// `output[i] = table[input[i]]` for one-byte tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,14 +46,11 @@ pub(super) fn find(model: &TypedModel, first: usize) -> TractResult<Option<Fusio
     let mut current = sole_consumer(model, first);
     if let Some(by_scalar) = current.and_then(|n| n.op_as::<OptBinByScalar>().map(|op| (n, op))) {
         let (n, op) = by_scalar;
-        let operand = model.outlet_fact(n.inputs[1])?.konst.clone();
-        let Some(bound) = operand.filter(|k| k.datum_type() == f32::datum_type() && k.len() == 1) else {
-            return Ok(None);
-        };
+        let Some(bound) = constant_f32(model, n.inputs[1])? else { return Ok(None) };
         if n.inputs[0] != OutletId::new(first, 0) || !matches!(op.linalg_op, BinOp::Max | BinOp::Min) {
             return Ok(None);
         }
-        clamp = Some((op.linalg_op, bound.try_as_plain_ram()?.as_slice::<f32>()?[0]));
+        clamp = Some((op.linalg_op, bound));
         current = sole_consumer(model, n.id);
     }
     let Some(quantize) = current.filter(|n| element_wise::<FastQuantizeU8>(n).is_some()) else { return Ok(None) };

@@ -247,12 +247,20 @@ fn typed_int8_model(side: usize) -> tract_onnx::prelude::TypedModel {
 
 /// Runs `typed` with tract's own optimisation, ops and evaluation, and prepared and evaluated
 /// through `eval_node` as `Classifier` does, on each input: the output bits must be the same.
+/// Returns what preparation changed, and whether tract's optimisation chose the 16x16 AVX-512
+/// VNNI kernel for the int8 matmuls on this CPU.
 fn assert_prepared_is_bit_identical(
     typed: tract_onnx::prelude::TypedModel,
     inputs: &[(String, tract_onnx::prelude::Tensor)],
-) -> kidney_screen::model_prep::Prepared {
+) -> (kidney_screen::model_prep::Prepared, bool) {
     use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
     let optimized = typed.clone().into_optimized().unwrap();
+    let wide = optimized
+        .nodes
+        .iter()
+        .filter_map(|n| n.op_as::<OptMatMul>())
+        .any(|m| m.mmm.iter().any(|kernel| kernel.name() == "avx512vnni_mmm_i32_16x16"));
     let (prepared, report) = kidney_screen::model_prep::optimize_and_prepare(typed).unwrap();
     eprintln!("{report:?}");
     let tract_plan = optimized.into_runnable().unwrap();
@@ -269,18 +277,7 @@ fn assert_prepared_is_bit_identical(
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(a), bits(b), "{name}: tract {a:?}, prepared {b:?}");
     }
-    report
-}
-
-/// Whether tract runs the int8 matmuls with its 16x16 AVX-512 VNNI kernel on this CPU.
-fn wide_vnni_kernel(typed: &tract_onnx::prelude::TypedModel) -> bool {
-    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
-    let optimized = typed.clone().into_optimized().unwrap();
-    optimized
-        .nodes
-        .iter()
-        .filter_map(|n| n.op_as::<OptMatMul>())
-        .any(|m| m.mmm.iter().any(|kernel| kernel.name() == "avx512vnni_mmm_i32_16x16"))
+    (report, wide)
 }
 
 /// The load-time graph preparation (src/model_prep.rs) must not change a single output bit:
@@ -293,7 +290,6 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
     let side = manifest.input.width as usize;
     assert_eq!(manifest.input.height as usize, side);
     let typed = typed_int8_model(side);
-    let wide = wide_vnni_kernel(&typed);
     let cases = goldens().cases;
     let inputs: Vec<(String, Tensor)> = cases
         .iter()
@@ -302,7 +298,7 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
             (case.name.clone(), Tensor::from_shape(&[1, 3, side, side], &values).unwrap())
         })
         .collect();
-    let report = assert_prepared_is_bit_identical(typed, &inputs);
+    let (report, wide) = assert_prepared_is_bit_identical(typed, &inputs);
     // DenseNet121 has 61 1x1 convolutions (58 in dense layers, 3 in transitions).
     assert_eq!(report.pointwise_rows_merged, 61, "{report:?}");
     // The input quantize of every convolution (the QOperator graph quantizes 120 conv inputs).
@@ -337,7 +333,6 @@ fn prepared_int8_graph_is_bit_identical_with_partial_tiles() {
     use tract_onnx::prelude::*;
     let side = 112;
     let typed = typed_int8_model(side);
-    let wide = wide_vnni_kernel(&typed);
     // A deterministic spread of normalized intensities (the LCG only varies the pattern).
     let inputs: Vec<(String, Tensor)> = (0..2u32)
         .map(|seed| {
@@ -351,7 +346,7 @@ fn prepared_int8_graph_is_bit_identical_with_partial_tiles() {
             (format!("noise {seed}"), Tensor::from_shape(&[1, 3, side, side], &values).unwrap())
         })
         .collect();
-    let report = assert_prepared_is_bit_identical(typed, &inputs);
+    let (report, wide) = assert_prepared_is_bit_identical(typed, &inputs);
     // Block 1 and transition 1 (28x28) and block 2 (14x14: 196 positions, at least its 128
     // output channels); transition 2 (196 positions, 256 channels) is already turned by tract.
     assert_eq!(report.matmuls_turned_for_row_stores, if wide { 19 } else { 0 }, "{report:?}");
