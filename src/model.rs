@@ -303,7 +303,7 @@ impl Classifier {
     /// Probability of the positive class for one preprocessed NCHW tensor.
     pub fn probability(&mut self, tensor: &[f32]) -> Result<f32> {
         let started = Instant::now();
-        let p = self.run(tensor);
+        let p = on_inference_threads(|| self.run(tensor));
         self.last_inference = started.elapsed();
         p
     }
@@ -328,6 +328,54 @@ impl Classifier {
     }
 }
 
+/// Runs `f`, one inference, on the inference pool when `[model] threads` > 1; else here.
+///
+/// tract's matmul dispatch calls `pool.install` itself, which from a thread outside the pool
+/// hands every matmul over and sleeps until it is done: 121 round trips per inference, each
+/// waking a sleeping worker. On the 2-vCPU development VM that made 2 threads slower than one
+/// (9 -> 11-14 ms). Run from inside the pool, those calls are inline, and the other workers spin
+/// on the pool's queue for the length of the inference (`rayon::yield_now`) instead of being
+/// woken per matmul, so they take their share of each matmul at once (README "Speed": threads).
+/// The spinning lasts one inference; between frames the workers sleep.
+fn on_inference_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tract_linalg::multithread::{Executor, current_tract_executor};
+    let pool = match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => pool,
+        _ => return f(),
+    };
+    /// Sets the flag when dropped, so that a panicking inference still releases the helpers.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    // One inference at a time in the pool: two at once could each park a helper on the worker
+    // running the other's inference, and each would wait for the other to finish.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pool.install(|| {
+        let runner = rayon::current_thread_index();
+        let done = AtomicBool::new(false);
+        rayon::in_place_scope(|scope| {
+            scope.spawn_broadcast(|_, worker| {
+                // The worker running the inference gets a copy too: it has better things to do.
+                if Some(worker.index()) == runner {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            let _done = Done(&done);
+            f()
+        })
+    })
+}
+
 /// Time spent in one kind of tract op during [`Classifier::profile_ops`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpTime {
@@ -340,6 +388,10 @@ impl Classifier {
     /// Runs the model `runs` times on `tensor`, timing every node, and returns the time per op
     /// kind (most expensive first). For `bench --ops`: where the inference time goes.
     pub fn profile_ops(&mut self, tensor: &[f32], runs: usize) -> Result<Vec<OpTime>> {
+        on_inference_threads(|| self.profile_ops_here(tensor, runs))
+    }
+
+    fn profile_ops_here(&mut self, tensor: &[f32], runs: usize) -> Result<Vec<OpTime>> {
         use std::collections::HashMap;
         ensure!(runs > 0, "profile needs at least one run");
         self.set_input(tensor)?;
@@ -411,13 +463,19 @@ fn prefer_wide_int8_tile() {
 }
 
 /// Sets how many threads tract's matrix multiplications use (the board profile's
-/// `[model] threads`). One thread runs on the caller's thread; more use a shared pool.
+/// `[model] threads`). One thread runs on the caller's thread; more run each inference in a pool
+/// of that many threads (see `on_inference_threads`).
 pub fn use_threads(threads: usize) -> Result<()> {
     ensure!((1..=16).contains(&threads), "threads = {threads} must be within 1..16");
     let executor = if threads == 1 {
         tract_linalg::multithread::Executor::SingleThread
     } else {
-        tract_linalg::multithread::Executor::multithread(threads)
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("inference-{i}"))
+            .build()
+            .with_context(|| format!("cannot start {threads} inference threads"))?;
+        tract_linalg::multithread::Executor::MultiThread(std::sync::Arc::new(pool))
     };
     tract_linalg::multithread::set_default_executor(executor);
     Ok(())

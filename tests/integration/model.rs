@@ -352,3 +352,34 @@ fn prepared_int8_graph_is_bit_identical_with_partial_tiles() {
     assert_eq!(report.matmuls_turned_for_row_stores, if wide { 19 } else { 0 }, "{report:?}");
     assert_eq!(report.pools_on_bytes, 1, "{report:?}");
 }
+
+/// `[model] threads` > 1 runs each inference inside a worker pool that splits tract's matmuls
+/// between threads: every output element is still summed in the same order, so the probabilities
+/// are the single-thread ones to the bit, for both models, and the per-op profile runs there too.
+#[test]
+fn inference_on_several_threads_is_bit_identical() {
+    let probabilities = |dir: &Path| {
+        let mut model = Classifier::load(dir).unwrap();
+        let mut pre = preprocessor(dir);
+        let ps: Vec<u32> = goldens()
+            .cases
+            .iter()
+            .map(|case| {
+                let roi = LumaFrame::load(&golden_file(&case.name, "roi.png")).unwrap();
+                pre.set_resized(roi.pixels()).unwrap();
+                model.probability(pre.normalize_resized()).unwrap().to_bits()
+            })
+            .collect();
+        let ops = model.profile_ops(pre.tensor(), 2).unwrap();
+        assert!(ops.iter().any(|t| t.op == "OptMatMul"), "{ops:?}");
+        ps
+    };
+    for dir in [shipped_model(), fp32_model()] {
+        kidney_screen::model::use_threads(1).unwrap();
+        let one = probabilities(&dir);
+        kidney_screen::model::use_threads(3).unwrap();
+        let three = probabilities(&dir);
+        kidney_screen::model::use_threads(1).unwrap();
+        assert_eq!(one, three, "{}", dir.display());
+    }
+}
