@@ -6,18 +6,35 @@
 
 use anyhow::{Result, ensure};
 
+mod block_sums;
+
+pub use block_sums::{BLOCK, BlockSums, BlockSumsBuffer};
+
 /// An 8-bit greyscale image, row-major, stride equal to width. Its buffer is reused between
-/// frames: `reshape` only reallocates when the frame grows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// frames: `reshape` only reallocates when the frame grows. A frame written through
+/// [`LumaFrame::write_in_strips`] also carries its 16x16 block sums.
+#[derive(Debug, Clone, Default)]
 pub struct LumaFrame {
     width: u32,
     height: u32,
     data: Vec<u8>,
+    sums: BlockSumsBuffer,
+    /// Whether `sums` are those of the pixels now in `data`.
+    sums_current: bool,
 }
+
+/// Two frames are equal when their pixels are: the block sums are derived from them.
+impl PartialEq for LumaFrame {
+    fn eq(&self, other: &Self) -> bool {
+        (self.width, self.height) == (other.width, other.height) && self.data == other.data
+    }
+}
+
+impl Eq for LumaFrame {}
 
 impl LumaFrame {
     pub fn new(width: u32, height: u32) -> Self {
-        Self { width, height, data: vec![0; width as usize * height as usize] }
+        Self::from_parts(width, height, vec![0; width as usize * height as usize])
     }
 
     /// Wraps an existing buffer; its length must be width * height.
@@ -29,7 +46,11 @@ impl LumaFrame {
             width,
             height
         );
-        Ok(Self { width, height, data })
+        Ok(Self::from_parts(width, height, data))
+    }
+
+    fn from_parts(width: u32, height: u32, data: Vec<u8>) -> Self {
+        Self { width, height, data, sums: BlockSumsBuffer::default(), sums_current: false }
     }
 
     /// Changes the size, keeping the allocation when it is large enough.
@@ -37,6 +58,32 @@ impl LumaFrame {
         self.width = width;
         self.height = height;
         self.data.resize(width as usize * height as usize, 0);
+        self.sums_current = false;
+    }
+
+    /// Writes the whole frame, 16 rows at a time: `write(first_row, rows)` fills the rows it is
+    /// given (the last strip may be shorter), and each strip's block sums are taken right after,
+    /// while it is in cache. An error from `write` leaves the frame without sums.
+    pub fn write_in_strips(&mut self, mut write: impl FnMut(u32, &mut [u8]) -> Result<()>) -> Result<()> {
+        self.sums_current = false;
+        let width = self.width as usize;
+        if width == 0 {
+            return Ok(());
+        }
+        self.sums.start(self.width, self.height);
+        for (strip, rows) in self.data.chunks_mut(BLOCK as usize * width).enumerate() {
+            write((strip * BLOCK as usize) as u32, rows)?;
+            self.sums.add_strip(strip, rows, width);
+        }
+        self.sums_current = true;
+        Ok(())
+    }
+
+    /// The sums of each whole 16x16 block, row-major, when the frame was written by
+    /// [`LumaFrame::write_in_strips`] and not changed since; else None
+    /// ([`BlockSumsBuffer::compute`] makes them).
+    pub fn block_sums(&self) -> Option<&[BlockSums]> {
+        self.sums_current.then(|| self.sums.sums())
     }
 
     pub fn width(&self) -> u32 {
@@ -52,6 +99,7 @@ impl LumaFrame {
     }
 
     pub fn pixels_mut(&mut self) -> &mut [u8] {
+        self.sums_current = false;
         &mut self.data
     }
 

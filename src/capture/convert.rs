@@ -5,6 +5,8 @@
 
 use anyhow::{Context, Result, ensure};
 
+use crate::frame::LumaFrame;
+
 /// Pixel formats a capture dongle delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -163,61 +165,101 @@ pub fn rgb_to_luma(rgb: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Decodes one MJPEG frame and keeps its luma. JPEG stores Y directly, so the Y channel is
-/// taken without a colour round trip. `scratch` holds the decoded image between calls.
-pub fn mjpeg_to_luma(data: &[u8], width: u32, height: u32, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<()> {
+/// Decodes one MJPEG frame into `scratch` (the decoder's output, kept between calls) and says
+/// how its pixels are stored there.
+fn decode_mjpeg(data: &[u8], width: u32, height: u32, scratch: &mut Vec<u8>) -> Result<JpegPixels> {
     use image::ImageDecoder;
     ensure!(!data.is_empty(), "empty MJPEG frame");
     let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(data))
         .context("MJPEG frame is not a decodable JPEG")?;
     let (w, h) = decoder.dimensions();
     ensure!((w, h) == (width, height), "MJPEG frame is {w}x{h}, the stream was negotiated at {width}x{height}");
-    let color = decoder.color_type();
+    let pixels = match decoder.color_type() {
+        image::ColorType::L8 => JpegPixels::Luma,
+        image::ColorType::Rgb8 => JpegPixels::Rgb,
+        other => anyhow::bail!("MJPEG frame has unsupported colour type {other:?}"),
+    };
     scratch.resize(decoder.total_bytes() as usize, 0);
     decoder.read_image(scratch).context("MJPEG frame is truncated or corrupt")?;
+    Ok(pixels)
+}
+
+/// How a decoded JPEG holds its pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JpegPixels {
+    Luma,
+    /// The decoder converted YCbCr to RGB; BT.601 recovers Y (full range as JPEG uses).
+    Rgb,
+}
+
+/// Decodes one MJPEG frame and keeps its luma. JPEG stores Y directly, so the Y channel is
+/// taken without a colour round trip. `scratch` holds the decoded image between calls.
+pub fn mjpeg_to_luma(data: &[u8], width: u32, height: u32, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<()> {
+    let pixels = decode_mjpeg(data, width, height, scratch)?;
     let n = width as usize * height as usize;
-    match color {
-        image::ColorType::L8 => out[..n].copy_from_slice(&scratch[..n]),
-        // The decoder converted YCbCr to RGB; BT.601 recovers Y (full range as JPEG uses).
-        image::ColorType::Rgb8 => rgb_to_luma(scratch, &mut out[..n]),
-        other => anyhow::bail!("MJPEG frame has unsupported colour type {other:?}"),
+    match pixels {
+        JpegPixels::Luma => out[..n].copy_from_slice(&scratch[..n]),
+        JpegPixels::Rgb => rgb_to_luma(scratch, &mut out[..n]),
     }
     Ok(())
 }
 
 /// Converts a raw or compressed frame of `format` into `out` (resized to width x height).
+///
+/// The luma is written 16 rows at a time ([`LumaFrame::write_in_strips`]), so that the frame
+/// carries its block sums for screen location without a second pass over it: at 1080p that pass
+/// read 2 MB that inference had just evicted from the cache (README "Speed").
 pub fn to_luma(
     format: PixelFormat,
     range: LumaRange,
     data: &[u8],
     width: u32,
     height: u32,
-    out: &mut crate::frame::LumaFrame,
+    out: &mut LumaFrame,
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
     ensure!(width > 0 && height > 0, "frame size {width}x{height} is empty");
+    // Raw formats are checked whole first, so that each strip's slice below is in bounds.
+    check_len(format, data, width, height)?;
     out.reshape(width, height);
-    let dst = out.pixels_mut();
+    let w = width as usize;
+    // Input bytes per pixel of the raw formats, and the rows `first..` of `data` for a strip.
+    let rows_of = |bytes_per_pixel: usize, first: u32, dst: &[u8]| {
+        &data[first as usize * w * bytes_per_pixel..][..dst.len() * bytes_per_pixel]
+    };
+    let limited = range == LumaRange::Limited;
     match format {
-        PixelFormat::Yuyv if range == LumaRange::Limited => yuyv_to_full_range_luma(data, width, height, dst),
-        PixelFormat::Yuyv => yuyv_to_luma(data, width, height, dst),
-        PixelFormat::Nv12 => {
-            nv12_to_luma(data, width, height, dst)?;
-            if range == LumaRange::Limited {
+        PixelFormat::Yuyv => out.write_in_strips(|first, dst| {
+            let rows = (dst.len() / w) as u32;
+            if limited {
+                yuyv_to_full_range_luma(rows_of(2, first, dst), width, rows, dst)
+            } else {
+                yuyv_to_luma(rows_of(2, first, dst), width, rows, dst)
+            }
+        }),
+        PixelFormat::Nv12 | PixelFormat::Grey => out.write_in_strips(|first, dst| {
+            // NV12's first plane is the luma.
+            dst.copy_from_slice(rows_of(1, first, dst));
+            if limited && format == PixelFormat::Nv12 {
                 expand_limited_range(dst);
             }
             Ok(())
-        }
-        PixelFormat::Mjpeg => mjpeg_to_luma(data, width, height, dst, scratch),
-        PixelFormat::Grey => {
-            check_len(format, data, width, height)?;
-            dst.copy_from_slice(&data[..dst.len()]);
+        }),
+        PixelFormat::Rgb24 => out.write_in_strips(|first, dst| {
+            rgb_to_luma(rows_of(3, first, dst), dst);
             Ok(())
-        }
-        PixelFormat::Rgb24 => {
-            check_len(format, data, width, height)?;
-            rgb_to_luma(data, dst);
-            Ok(())
+        }),
+        PixelFormat::Mjpeg => {
+            let pixels = decode_mjpeg(data, width, height, scratch)?;
+            let channels = if pixels == JpegPixels::Rgb { 3 } else { 1 };
+            out.write_in_strips(|first, dst| {
+                let from = &scratch[first as usize * w * channels..][..dst.len() * channels];
+                match pixels {
+                    JpegPixels::Luma => dst.copy_from_slice(from),
+                    JpegPixels::Rgb => rgb_to_luma(from, dst),
+                }
+                Ok(())
+            })
         }
     }
 }
