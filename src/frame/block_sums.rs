@@ -61,6 +61,7 @@ impl BlockSumsBuffer {
             return;
         }
         let rows: [&[u8]; BLOCK as usize] = std::array::from_fn(|i| &rows[i * width..][..width]);
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         let out = &mut self.sums[strip * bw..][..bw];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
