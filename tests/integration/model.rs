@@ -355,7 +355,8 @@ fn prepared_int8_graph_is_bit_identical_with_partial_tiles() {
 
 /// `[model] threads` > 1 runs each inference inside a worker pool that splits tract's matmuls
 /// between threads: every output element is still summed in the same order, so the probabilities
-/// are the single-thread ones to the bit, for both models, and the per-op profile runs there too.
+/// are the single-thread ones to the bit, for both models, also with two classifiers running at
+/// once, and the per-op profile runs there too.
 #[test]
 fn inference_on_several_threads_is_bit_identical() {
     let probabilities = |dir: &Path| {
@@ -379,7 +380,14 @@ fn inference_on_several_threads_is_bit_identical() {
         let one = probabilities(&dir);
         kidney_screen::model::use_threads(3).unwrap();
         let three = probabilities(&dir);
+        // Two classifiers on two threads at once share the pool one inference at a time.
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| probabilities(&dir));
+            let b = s.spawn(|| probabilities(&dir));
+            (a.join().unwrap(), b.join().unwrap())
+        });
         kidney_screen::model::use_threads(1).unwrap();
         assert_eq!(one, three, "{}", dir.display());
+        assert_eq!((&one, &one), (&a, &b), "{}, two at once", dir.display());
     }
 }
