@@ -312,11 +312,19 @@ fn horizontal(horiz: &Axis, src: &[u8], stride: usize, shift: u32, dst: &mut [u8
     let kstride = horiz.window;
     row.clear();
     row.resize(hi - lo + kstride, 0);
+    // The window of output pixel `x` in `row`, and its coefficients.
+    let base = shift as usize + lo;
     for (y, dst_row) in dst.chunks_exact_mut(width).enumerate() {
         let from = y * stride;
         row[..hi - lo].copy_from_slice(&src[from + lo..from + hi]);
-        for (x, d) in dst_row.iter_mut().enumerate() {
-            let s = (horiz.start[x] - shift) as usize - lo;
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, detected at run time.
+            done = unsafe { horizontal_row_avx2(horiz, row, base, initial, dst_row) };
+        }
+        for (x, d) in dst_row.iter_mut().enumerate().skip(done) {
+            let s = horiz.start[x] as usize - base;
             let ks = &horiz.values[x * kstride..][..kstride];
             let px = &row[s..s + kstride];
             let mut acc = [0i32; LANES];
@@ -328,6 +336,55 @@ fn horizontal(horiz: &Axis, src: &[u8], stride: usize, shift: u32, dst: &mut [u8
             *d = horiz.clip(initial + acc.iter().sum::<i32>());
         }
     }
+}
+
+/// The horizontal pass over one padded source `row` with AVX2, eight output pixels at a time;
+/// returns how many it wrote (the rest, fewer than eight, are the caller's). Each window is
+/// widened to 16-bit and multiplied-added with its i16 coefficients (`vpmaddwd`), and eight
+/// windows' partial sums are reduced together with three rounds of horizontal adds. The sums are
+/// the scalar loop's integers (no overflow: 16 taps of 255 * 32767 per lane), then shifted and
+/// clamped the same way. Preprocess at 1080p: the scalar form LLVM makes of the loop in baseline
+/// x86-64 has no 32-bit multiply and a 16-lane reduction per pixel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn horizontal_row_avx2(horiz: &Axis, row: &[u8], base: usize, initial: i32, dst_row: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    let kstride = horiz.window;
+    let window_sums = |x: usize| {
+        let s = horiz.start[x] as usize - base;
+        let px = &row[s..s + kstride];
+        let ks = &horiz.values[x * kstride..][..kstride];
+        let mut acc = _mm256_setzero_si256();
+        for (p, k) in px.chunks_exact(LANES).zip(ks.chunks_exact(LANES)) {
+            // SAFETY: each load reads one LANES-byte pixel chunk or its LANES i16 coefficients.
+            unsafe {
+                let pixels = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.as_ptr().cast()));
+                let weights = _mm256_loadu_si256(k.as_ptr().cast());
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pixels, weights));
+            }
+        }
+        acc
+    };
+    let shift = _mm_cvtsi32_si128(i32::from(horiz.precision));
+    let initial = _mm256_set1_epi32(initial);
+    let (groups, _) = dst_row.as_chunks_mut::<8>();
+    for (g, out) in groups.iter_mut().enumerate() {
+        let s: [__m256i; 8] = std::array::from_fn(|i| window_sums(8 * g + i));
+        // Per 128-bit lane, after two rounds: the four windows' sums of that lane's elements.
+        let quad_low = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+        let quad_high = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]), _mm256_hadd_epi32(s[6], s[7]));
+        let sums = _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(quad_low, quad_high),
+            _mm256_permute2x128_si256::<0x31>(quad_low, quad_high),
+        );
+        let shifted = _mm256_sra_epi32(_mm256_add_epi32(sums, initial), shift);
+        // The saturating packs clamp to 0..=255; each lane then holds its four bytes first.
+        let words = _mm256_packs_epi32(shifted, shifted);
+        let bytes = _mm256_packus_epi16(words, words);
+        out[..4].copy_from_slice(&_mm256_cvtsi256_si32(bytes).to_le_bytes());
+        out[4..].copy_from_slice(&_mm256_extract_epi32::<4>(bytes).to_le_bytes());
+    }
+    groups.len() * 8
 }
 
 #[cfg(test)]
