@@ -223,8 +223,21 @@ fn vertical(vert: &Axis, src: &[u8], stride: usize, x0: usize, dst: &mut [u8], w
     for (y, dst_row) in dst.chunks_exact_mut(width).enumerate() {
         let (start, size) = (vert.start[y] as usize, vert.size[y] as usize);
         let ks = &vert.values[y * vert.window..][..size];
-        let mut chunks = dst_row.chunks_exact_mut(LANES);
         let mut x = x0;
+        #[cfg(target_arch = "x86_64")]
+        let dst_row = if std::arch::is_x86_feature_detected!("avx2") {
+            let (wide, rest) = dst_row.as_chunks_mut::<WIDE_LANES>();
+            for d in wide {
+                let rows = &src[start * stride + x..][..(size.max(1) - 1) * stride + WIDE_LANES];
+                // SAFETY: the CPU has AVX2, detected at run time.
+                unsafe { vertical_lanes_avx2(rows, stride, ks, initial, vert.precision, d) };
+                x += WIDE_LANES;
+            }
+            rest
+        } else {
+            dst_row
+        };
+        let mut chunks = dst_row.chunks_exact_mut(LANES);
         for d in &mut chunks {
             #[cfg(target_arch = "x86_64")]
             {
@@ -256,6 +269,56 @@ fn vertical(vert: &Axis, src: &[u8], stride: usize, x0: usize, dst: &mut [u8], w
             x += 1;
         }
     }
+}
+
+/// Columns of the vertical pass done at once with AVX2.
+#[cfg(target_arch = "x86_64")]
+const WIDE_LANES: usize = 2 * LANES;
+
+/// [`vertical_lanes_sse2`] on `WIDE_LANES` columns with AVX2. The unpacks and packs all work
+/// within 128-bit lanes, so the bytes come out in column order without a permute.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn vertical_lanes_avx2(
+    rows: &[u8],
+    stride: usize,
+    ks: &[i16],
+    initial: i32,
+    precision: u8,
+    out: &mut [u8; WIDE_LANES],
+) {
+    use std::arch::x86_64::*;
+    let row = |i: usize| &rows[i * stride..][..WIDE_LANES];
+    let zero = _mm256_setzero_si256();
+    let mut sums = [_mm256_set1_epi32(initial); 4];
+    let mut accumulate = |a: __m256i, b: __m256i, k0: i16, k1: i16| {
+        let pair = _mm256_set1_epi32((i32::from(k1) << 16) | i32::from(k0 as u16));
+        let (a_low, b_low) = (_mm256_unpacklo_epi8(a, zero), _mm256_unpacklo_epi8(b, zero));
+        let (a_high, b_high) = (_mm256_unpackhi_epi8(a, zero), _mm256_unpackhi_epi8(b, zero));
+        let products = [
+            _mm256_madd_epi16(_mm256_unpacklo_epi16(a_low, b_low), pair),
+            _mm256_madd_epi16(_mm256_unpackhi_epi16(a_low, b_low), pair),
+            _mm256_madd_epi16(_mm256_unpacklo_epi16(a_high, b_high), pair),
+            _mm256_madd_epi16(_mm256_unpackhi_epi16(a_high, b_high), pair),
+        ];
+        for (sum, product) in sums.iter_mut().zip(products) {
+            *sum = _mm256_add_epi32(*sum, product);
+        }
+    };
+    // SAFETY: each load reads one WIDE_LANES-byte row slice.
+    let load = |i: usize| unsafe { _mm256_loadu_si256(row(i).as_ptr().cast()) };
+    let (pairs, last) = ks.as_chunks::<2>();
+    for (i, &[k0, k1]) in pairs.iter().enumerate() {
+        accumulate(load(2 * i), load(2 * i + 1), k0, k1);
+    }
+    if let [k] = last {
+        accumulate(load(2 * pairs.len()), zero, *k, 0);
+    }
+    let shift = _mm_cvtsi32_si128(i32::from(precision));
+    let shifted = sums.map(|sum| _mm256_sra_epi32(sum, shift));
+    let words = (_mm256_packs_epi32(shifted[0], shifted[1]), _mm256_packs_epi32(shifted[2], shifted[3]));
+    // SAFETY: writes the WIDE_LANES-byte output.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm256_packus_epi16(words.0, words.1)) };
 }
 
 /// `LANES` columns of the vertical pass with SSE2 (baseline x86-64), two source rows per 16-bit
@@ -317,12 +380,15 @@ fn horizontal(horiz: &Axis, src: &[u8], stride: usize, shift: u32, dst: &mut [u8
     for (y, dst_row) in dst.chunks_exact_mut(width).enumerate() {
         let from = y * stride;
         row[..hi - lo].copy_from_slice(&src[from + lo..from + hi]);
-        let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        let done = if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, detected at run time.
-            done = unsafe { horizontal_row_avx2(horiz, row, base, initial, dst_row) };
-        }
+            unsafe { horizontal_row_avx2(horiz, row, base, initial, dst_row) }
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
         for (x, d) in dst_row.iter_mut().enumerate().skip(done) {
             let s = horiz.start[x] as usize - base;
             let ks = &horiz.values[x * kstride..][..kstride];
