@@ -13,7 +13,7 @@ pub use block_sums::{BLOCK, BlockSums, BlockSumsBuffer};
 /// An 8-bit greyscale image, row-major, stride equal to width. Its buffer is reused between
 /// frames: `reshape` only reallocates when the frame grows. A frame written through
 /// [`LumaFrame::write_in_strips`] also carries its 16x16 block sums.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct LumaFrame {
     width: u32,
     height: u32,
@@ -21,6 +21,24 @@ pub struct LumaFrame {
     sums: BlockSumsBuffer,
     /// Whether `sums` are those of the pixels now in `data`.
     sums_current: bool,
+}
+
+impl Clone for LumaFrame {
+    fn clone(&self) -> Self {
+        let mut copy = Self::default();
+        copy.clone_from(self);
+        copy
+    }
+
+    /// Copies into this frame's own buffers: no allocation once they are large enough (a capture
+    /// thread hands frames over this way, frame after frame).
+    fn clone_from(&mut self, source: &Self) {
+        self.width = source.width;
+        self.height = source.height;
+        self.data.clone_from(&source.data);
+        self.sums.clone_from(&source.sums);
+        self.sums_current = source.sums_current;
+    }
 }
 
 /// Two frames are equal when their pixels are: the block sums are derived from them.

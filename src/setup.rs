@@ -48,7 +48,7 @@ pub fn load_model_verified(dir: &Path, public_key: Option<&[u8; 32]>) -> Result<
     Classifier::load_verified(&dir, public_key).with_context(|| format!("cannot load model from {}", dir.display()))
 }
 
-pub fn open_source(source: &SourceConfig) -> Result<Box<dyn FrameSource>> {
+pub fn open_source(source: &SourceConfig) -> Result<Box<dyn FrameSource + Send>> {
     Ok(match source {
         SourceConfig::Simulated { seed, hd1080, frames_per_patient } => {
             let layout = if *hd1080 { ScreenLayout::Hd1080 } else { ScreenLayout::Hd720 };

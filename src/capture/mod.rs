@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod replay;
 pub mod simulated;
+pub mod thread;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
 
@@ -59,6 +60,16 @@ pub struct FrameInfo {
 pub trait FrameSource {
     fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError>;
 
+    /// The next frame written into `into`, for a source run on a [`thread::CaptureThread`]. A
+    /// source that owns its frame buffer may swap it with `into` instead of copying; the default
+    /// copies the lent frame (into `into`'s own buffers: no allocation once warm).
+    fn take_frame(&mut self, into: &mut LumaFrame) -> Result<Option<FrameInfo>, CaptureError> {
+        Ok(self.next_frame()?.map(|(frame, info)| {
+            into.clone_from(frame);
+            info
+        }))
+    }
+
     /// A short description for logs and the audit trail (never patient data).
     fn describe(&self) -> String;
 }
@@ -66,6 +77,10 @@ pub trait FrameSource {
 impl<T: FrameSource + ?Sized> FrameSource for Box<T> {
     fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError> {
         (**self).next_frame()
+    }
+
+    fn take_frame(&mut self, into: &mut LumaFrame) -> Result<Option<FrameInfo>, CaptureError> {
+        (**self).take_frame(into)
     }
 
     fn describe(&self) -> String {

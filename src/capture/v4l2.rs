@@ -938,6 +938,16 @@ impl FrameSource for V4l2Source {
         result.map(|info| Some((&self.frame, info)))
     }
 
+    /// The converted frame changes hands without a copy; the next conversion writes into the
+    /// buffer `into` held (same size once warm: no allocation).
+    fn take_frame(&mut self, into: &mut LumaFrame) -> Result<Option<FrameInfo>, CaptureError> {
+        let result = self.capture();
+        self.beat(&result);
+        let info = result?;
+        std::mem::swap(&mut self.frame, into);
+        Ok(Some(info))
+    }
+
     fn describe(&self) -> String {
         format!("v4l2 {}", self.settings.device.display())
     }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::capture::FrameSource;
+use crate::capture::thread::CaptureThread;
 use crate::config::Config;
 use crate::pipeline::run_loop;
 use crate::watchdog::Notifier;
@@ -26,6 +28,8 @@ pub fn run(args: Args) -> Result<()> {
         let stop = crate::cli::install_signal_handlers()?;
         let source = crate::setup::open_source(&config.source)?;
         let pipeline = crate::setup::build_pipeline(&config, source.describe(), None)?;
+        // The next frame is captured and converted while the pipeline classifies this one.
+        let source = CaptureThread::spawn(source)?;
         anyhow::Ok((config, stop, source, pipeline))
     })();
     let (config, stop, mut source, mut pipeline) = match started {

@@ -20,7 +20,7 @@ pub struct BlockSums {
 
 /// Block sums, row-major, `width / 16` by `height / 16` blocks (pixels past the last whole
 /// block are not covered), and the scratch their computation reuses.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct BlockSumsBuffer {
     sums: Vec<BlockSums>,
     blocks_wide: usize,
@@ -29,6 +29,20 @@ pub struct BlockSumsBuffer {
     column_sums: Vec<u16>,
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     column_squares: Vec<u32>,
+}
+
+/// Copies the sums (not the scratch), into this buffer's own allocation.
+impl Clone for BlockSumsBuffer {
+    fn clone(&self) -> Self {
+        let mut copy = Self::default();
+        copy.clone_from(self);
+        copy
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.sums.clone_from(&source.sums);
+        self.blocks_wide = source.blocks_wide;
+    }
 }
 
 impl BlockSumsBuffer {

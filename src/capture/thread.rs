@@ -1,0 +1,340 @@
+//! A frame source on a thread of its own: the next frame is captured and converted (the YUYV
+//! range expansion and block sums, or a whole MJPEG decode) while the pipeline works on this one.
+//!
+//! Every delivery of the source is passed on, in order, errors included: the thread keeps at most
+//! one frame waiting for the pipeline and one more converted, then waits for the pipeline. A dongle's own buffers keep
+//! queueing meanwhile, as they do when the pipeline pulls frames itself; what changes is that the
+//! conversion no longer adds to the time between verdicts. Three frame buffers rotate (the one
+//! the thread writes, the one waiting, the one the pipeline reads) by swapping, never copying, so
+//! nothing is allocated per frame once they have their size.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{CaptureError, FrameInfo, FrameSource};
+use crate::frame::LumaFrame;
+
+/// How long dropping a capture thread waits for it to finish the capture it is in (a V4L2 wait
+/// ends within the source's timeout); past this the thread is left to end with the process.
+const FINISH_WAIT: Duration = Duration::from_secs(5);
+
+/// What one `take_frame` of the source gave.
+type Delivery = Result<Option<FrameInfo>, CaptureError>;
+
+struct Slot {
+    /// The frame of a waiting `Ok(Some(..))` delivery; once taken, the buffer the pipeline gave back.
+    frame: LumaFrame,
+    delivery: Option<Delivery>,
+    /// The thread has ended: the source ended or failed for good, the thread was stopped, or it
+    /// panicked.
+    finished: bool,
+}
+
+struct Shared {
+    slot: Mutex<Slot>,
+    /// A delivery is waiting, or the thread finished.
+    delivered: Condvar,
+    /// The pipeline took the delivery, or the thread is to stop.
+    taken: Condvar,
+    /// Set under the slot's lock, so a thread about to wait cannot miss it.
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // The slot is only ever assigned whole, so a lock poisoned by a panic still holds a
+        // consistent slot.
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// Runs a [`FrameSource`] on its own thread; itself a `FrameSource` that lends the frames the
+/// thread delivers, in the order it delivers them.
+pub struct CaptureThread {
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<()>>,
+    /// The frame lent by the last `next_frame`.
+    current: LumaFrame,
+    description: String,
+    /// The source has ended: later calls say so again.
+    ended: bool,
+}
+
+impl CaptureThread {
+    pub fn spawn<S: FrameSource + Send + 'static>(source: S) -> Result<Self> {
+        let description = source.describe();
+        let shared = Arc::new(Shared {
+            slot: Mutex::new(Slot { frame: LumaFrame::default(), delivery: None, finished: false }),
+            delivered: Condvar::new(),
+            taken: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let handle = std::thread::Builder::new()
+            .name("capture".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || capture_loop(source, &shared)
+            })
+            .with_context(|| format!("cannot start the capture thread for {description}"))?;
+        Ok(Self { shared, handle: Some(handle), current: LumaFrame::default(), description, ended: false })
+    }
+}
+
+/// Marks the thread finished however it ends, a panic included: the pipeline then gets an error
+/// instead of waiting for ever.
+struct FinishedOnDrop<'a>(&'a Shared);
+
+impl Drop for FinishedOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.lock().finished = true;
+        self.0.delivered.notify_all();
+    }
+}
+
+fn capture_loop<S: FrameSource>(source: S, shared: &Shared) {
+    let _finished = FinishedOnDrop(shared);
+    // Declared after the guard so that it is dropped first: the device is closed before the
+    // thread counts as finished.
+    let mut source = source;
+    let mut spare = LumaFrame::default();
+    while !shared.stopping() {
+        let delivery = source.take_frame(&mut spare);
+        let last = matches!(delivery, Ok(None) | Err(CaptureError::Fatal(_)));
+        let mut slot = shared.lock();
+        while slot.delivery.is_some() && !shared.stopping() {
+            slot = shared.taken.wait(slot).unwrap_or_else(PoisonError::into_inner);
+        }
+        if shared.stopping() {
+            return;
+        }
+        if matches!(delivery, Ok(Some(_))) {
+            std::mem::swap(&mut slot.frame, &mut spare);
+        }
+        slot.delivery = Some(delivery);
+        drop(slot);
+        shared.delivered.notify_one();
+        if last {
+            return;
+        }
+    }
+}
+
+impl FrameSource for CaptureThread {
+    fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let mut slot = self.shared.lock();
+        let delivery = loop {
+            if let Some(delivery) = slot.delivery.take() {
+                break delivery;
+            }
+            if slot.finished {
+                return Err(CaptureError::Fatal(anyhow::anyhow!(
+                    "the capture thread for {} has stopped",
+                    self.description
+                )));
+            }
+            slot = self.shared.delivered.wait(slot).unwrap_or_else(PoisonError::into_inner);
+        };
+        if matches!(delivery, Ok(Some(_))) {
+            std::mem::swap(&mut self.current, &mut slot.frame);
+        }
+        drop(slot);
+        self.shared.taken.notify_one();
+        match delivery {
+            Ok(Some(info)) => Ok(Some((&self.current, info))),
+            Ok(None) => {
+                self.ended = true;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
+
+impl Drop for CaptureThread {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + FINISH_WAIT;
+        let mut slot = self.shared.lock();
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.taken.notify_all();
+        while !slot.finished {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            slot = self.shared.delivered.wait_timeout(slot, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        let finished = slot.finished;
+        drop(slot);
+        match self.handle.take() {
+            Some(handle) if finished => {
+                if handle.join().is_err() {
+                    log::error!("the capture thread for {} panicked", self.description);
+                }
+            }
+            _ => log::warn!(
+                "the capture thread for {} is still capturing after {} s; it ends with the process",
+                self.description,
+                FINISH_WAIT.as_secs()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// What the scripted source delivers for each call.
+    #[derive(Clone, Copy)]
+    enum Step {
+        /// A `width` x 8 frame whose every pixel is the sequence number.
+        Frame(u32),
+        Bad,
+        Timeout,
+        Fatal,
+        Panic,
+        /// Blocks for this long, then delivers a frame (a device wait).
+        Slow(Duration),
+    }
+
+    struct Scripted {
+        steps: Vec<Step>,
+        calls: Arc<AtomicUsize>,
+        dropped: Arc<AtomicBool>,
+        frame: LumaFrame,
+    }
+
+    impl Scripted {
+        fn new(steps: Vec<Step>) -> (Self, Arc<AtomicUsize>, Arc<AtomicBool>) {
+            let (calls, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+            let source =
+                Self { steps, calls: Arc::clone(&calls), dropped: Arc::clone(&dropped), frame: LumaFrame::default() };
+            (source, calls, dropped)
+        }
+    }
+
+    impl Drop for Scripted {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl FrameSource for Scripted {
+        fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError> {
+            let i = self.calls.fetch_add(1, Ordering::SeqCst);
+            let frame = |frame: &mut LumaFrame, width: u32| {
+                frame.reshape(width, 8);
+                frame.pixels_mut().fill(i as u8);
+            };
+            match self.steps.get(i).copied() {
+                None => Ok(None),
+                Some(Step::Frame(width)) => {
+                    frame(&mut self.frame, width);
+                    Ok(Some((&self.frame, FrameInfo { sequence: i as u64 })))
+                }
+                Some(Step::Slow(wait)) => {
+                    std::thread::sleep(wait);
+                    frame(&mut self.frame, 16);
+                    Ok(Some((&self.frame, FrameInfo { sequence: i as u64 })))
+                }
+                Some(Step::Bad) => Err(CaptureError::BadFrame(format!("bad {i}"))),
+                Some(Step::Timeout) => Err(CaptureError::Timeout(Duration::from_millis(i as u64))),
+                Some(Step::Fatal) => Err(CaptureError::Fatal(anyhow::anyhow!("fatal {i}"))),
+                Some(Step::Panic) => panic!("scripted panic"),
+            }
+        }
+
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    /// One delivery as a comparable line.
+    fn describe(result: Result<Option<(&LumaFrame, FrameInfo)>, CaptureError>) -> String {
+        match result {
+            Ok(Some((frame, info))) => {
+                let first = frame.pixels().first().copied();
+                assert!(frame.pixels().iter().all(|&p| Some(p) == first), "a frame mixes two deliveries");
+                format!("frame {} {}x{} filled {first:?}", info.sequence, frame.width(), frame.height())
+            }
+            Ok(None) => "end".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn delivers_what_the_source_delivers_in_order_errors_included() {
+        use Step::*;
+        let steps = vec![Frame(16), Frame(32), Bad, Frame(16), Timeout, Timeout, Frame(48), Frame(16), Bad];
+        let (direct_source, ..) = Scripted::new(steps.clone());
+        let mut direct = direct_source;
+        let expected: Vec<String> = (0..12).map(|_| describe(direct.next_frame())).collect();
+        let (threaded_source, ..) = Scripted::new(steps);
+        let mut threaded = CaptureThread::spawn(threaded_source).unwrap();
+        let got: Vec<String> = (0..12).map(|_| describe(threaded.next_frame())).collect();
+        assert_eq!(got, expected);
+        assert_eq!(got[1], "frame 1 32x8 filled Some(1)");
+        assert_eq!(got[9..], ["end", "end", "end"]);
+    }
+
+    #[test]
+    fn works_at_most_two_frames_ahead() {
+        let (source, calls, _) = Scripted::new(vec![Step::Frame(16); 50]);
+        let mut threaded = CaptureThread::spawn(source).unwrap();
+        for taken in 1..=5 {
+            threaded.next_frame().unwrap().unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            // The frames taken, the one waiting for the pipeline, and the one converted after it.
+            assert!(calls.load(Ordering::SeqCst) <= taken + 2, "the thread ran ahead: {calls:?} after {taken}");
+        }
+    }
+
+    #[test]
+    fn a_fatal_error_ends_the_thread_and_later_calls_fail_instead_of_waiting() {
+        let (source, _, dropped) = Scripted::new(vec![Step::Frame(16), Step::Fatal, Step::Frame(16)]);
+        let mut threaded = CaptureThread::spawn(source).unwrap();
+        assert!(threaded.next_frame().unwrap().is_some());
+        assert_eq!(describe(threaded.next_frame()), "capture failed: fatal 1");
+        let again = describe(threaded.next_frame());
+        assert!(again.contains("capture thread for scripted has stopped"), "{again}");
+        assert!(dropped.load(Ordering::SeqCst), "the source (the device) is closed when the thread ends");
+    }
+
+    #[test]
+    fn a_panicking_source_is_a_fatal_error_not_a_hang() {
+        let (source, ..) = Scripted::new(vec![Step::Frame(16), Step::Panic]);
+        let mut threaded = CaptureThread::spawn(source).unwrap();
+        assert!(threaded.next_frame().unwrap().is_some());
+        let err = describe(threaded.next_frame());
+        assert!(err.contains("has stopped"), "{err}");
+    }
+
+    #[test]
+    fn dropping_stops_the_thread_and_closes_the_source() {
+        // The thread is waiting with a frame nobody takes, and then in a slow capture.
+        for steps in [vec![Step::Frame(16); 10], vec![Step::Frame(16), Step::Slow(Duration::from_millis(300))]] {
+            let (source, _, dropped) = Scripted::new(steps);
+            let mut threaded = CaptureThread::spawn(source).unwrap();
+            threaded.next_frame().unwrap().unwrap();
+            drop(threaded);
+            assert!(dropped.load(Ordering::SeqCst));
+        }
+    }
+}
