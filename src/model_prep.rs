@@ -13,6 +13,7 @@
 //! - [`Im2ColK4`]: the im2col of 8-bit convolutions for K=4-inner int8 kernels; with
 //!   [`tap_major_convolutions`], in an order where it copies instead of interleaving.
 //! - [`PackK4`]: the activation packing of 1x1 convolutions for the same kernels.
+//! - `PackAmxA` (x86): the same packing for tract's AMX int8 kernels, a byte transpose.
 //! - [`AffineReluQuantize`]: batch norm + ReLU + quantize + offset in one pass.
 //! - [`ConcatAffineReluQuantize`]: the same, reading DenseNet's concatenated features in place.
 //! - [`PackedAffineReluQuantize`]: either of those writing the 1x1 convolution's packed panels.
@@ -25,12 +26,16 @@
 mod affine_relu_quantize;
 mod byte_table;
 mod im2col_k4;
+#[cfg(target_arch = "x86_64")]
+mod pack_amx;
 mod pack_k4;
 mod pool;
 
 pub use affine_relu_quantize::{AffineReluQuantize, ConcatAffineReluQuantize, PackedAffineReluQuantize};
 pub use byte_table::ByteTable;
 pub use im2col_k4::Im2ColK4;
+#[cfg(target_arch = "x86_64")]
+pub use pack_amx::PackAmxA;
 pub use pack_k4::PackK4;
 pub use pool::FastPool;
 use tract_onnx::prelude::*;
@@ -253,6 +258,8 @@ pub struct Prepared {
     pub im2col_ops_replaced: usize,
     /// Activation packings of 1x1 convolutions for K=4-inner int8 kernels ([`PackK4`]).
     pub packs_replaced: usize,
+    /// Activation packings of 1x1 convolutions for tract's AMX int8 kernels (`PackAmxA`, x86).
+    pub amx_packs_replaced: usize,
     /// Batch norm + ReLU + quantize (+ offset to i8) chains run as one [`AffineReluQuantize`].
     pub affine_relu_quantize_fused: usize,
     /// Dequantize (+ ReLU) + quantize (+ offset) chains on bytes run as one [`ByteTable`].
@@ -481,9 +488,17 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
             prepared.im2col_ops_replaced += 1;
             Box::new(op)
         } else if let Some(pack) = node.op_as::<OptMatMulPack>() {
-            let Some(op) = PackK4::replacing(pack, input, &node.outputs[0].fact) else { continue };
-            prepared.packs_replaced += 1;
-            Box::new(op)
+            if let Some(op) = PackK4::replacing(pack, input, &node.outputs[0].fact) {
+                prepared.packs_replaced += 1;
+                Box::new(op)
+            } else {
+                #[cfg(target_arch = "x86_64")]
+                if let Some(op) = PackAmxA::replacing(pack, input, &node.outputs[0].fact) {
+                    prepared.amx_packs_replaced += 1;
+                    model.nodes[id].op = Box::new(op);
+                }
+                continue;
+            }
         } else if let Some(pool) = node.op_as::<OptMaxPool>() {
             let Some(op) = FastPool::replacing_max(pool, input) else { continue };
             prepared.pools_replaced += 1;

@@ -8,6 +8,7 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditLog, AuditRecord, now_rfc3339};
+use crate::capture::thread::{Ahead, AheadThread, Delivery};
 use crate::capture::{CaptureError, FrameInfo, FrameSource};
 use crate::decision::{Shown, Stabilizer, Verdict, classify};
 use crate::frame::LumaFrame;
@@ -55,19 +56,83 @@ pub struct Counters {
     pub audit_dropped: u64,
 }
 
-pub struct Pipeline {
+/// What the stages before the model made of a frame.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Located {
+    /// The ROI, cropped, resized and normalised into the model's input.
+    Roi(Roi),
+    NoImage,
+    #[default]
+    NoSignal,
+    /// The ROI could not be taken from this frame (why).
+    Dropped(String),
+}
+
+/// The stages before the model: screen location, ROI selection and preprocessing. Separate from
+/// the rest ([`Back`]) so that `run` can work them on the capture thread, one frame ahead.
+pub struct Front {
     locator: ScreenLocator,
     roi: RoiSelector,
     pre: Preprocessor,
+}
+
+impl Front {
+    /// Locates the image and its ROI; for [`Located::Roi`] the model's input is then in
+    /// [`Front::tensor`] and the resized ROI in [`Front::resized`].
+    pub fn prepare(&mut self, frame: &LumaFrame) -> Located {
+        let area = match self.locator.locate(frame) {
+            ScreenState::NoSignal => return Located::NoSignal,
+            ScreenState::NoImage => return Located::NoImage,
+            ScreenState::Image(area) => area,
+        };
+        let prepared = self.roi.select(area, frame.width(), frame.height()).and_then(|roi| {
+            self.pre.run(frame, roi)?;
+            Ok(roi)
+        });
+        match prepared {
+            Ok(roi) => Located::Roi(roi),
+            Err(e) => Located::Dropped(format!("{e:#}")),
+        }
+    }
+
+    pub fn tensor(&self) -> &[f32] {
+        self.pre.tensor()
+    }
+
+    pub fn resized(&self) -> &[u8] {
+        self.pre.resized()
+    }
+}
+
+/// One frame's work from the stages before the model, in buffers of its own, to be handed from
+/// the capture thread to the loop (swapped, not copied, and reused frame after frame).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    located: Located,
+    tensor: Vec<f32>,
+    resized: Vec<u8>,
+}
+
+/// The model and the stages after it: decision, indicator, audit.
+pub struct Back {
     model: Classifier,
     op: OperatingPoint,
     stabilizer: Stabilizer,
     indicator: Box<dyn Indicator>,
     audit: Option<AuditLog>,
     source_name: String,
+    /// The model's input size, which is the resized ROI's (the display's thumbnail).
+    input_size: (u32, u32),
     started: Instant,
     counters: Counters,
     last_shown: Shown,
+}
+
+/// Every stage, run one frame at a time on the caller's thread ([`Pipeline::process`]), or split
+/// in two for [`run_loop_ahead`].
+pub struct Pipeline {
+    front: Front,
+    back: Back,
 }
 
 /// The stages a pipeline is built from (see `setup::build_pipeline`).
@@ -88,23 +153,60 @@ impl Pipeline {
         let Stages { locator, roi, model, op, stabilizer, indicator, audit, source_name } = stages;
         let m = model.manifest();
         let pre = Preprocessor::new(m.input.width, m.input.height, m.normalization)?;
+        let input_size = pre.input_size();
         let op = op.unwrap_or(m.decision);
         Ok(Self {
-            locator,
-            roi,
-            pre,
-            model,
-            op,
-            stabilizer,
-            indicator,
-            audit,
-            source_name,
-            started: Instant::now(),
-            counters: Counters::default(),
-            last_shown: Shown { verdict: None, agreeing: 0, window: 0, changed: false },
+            front: Front { locator, roi, pre },
+            back: Back {
+                model,
+                op,
+                stabilizer,
+                indicator,
+                audit,
+                source_name,
+                input_size,
+                started: Instant::now(),
+                counters: Counters::default(),
+                last_shown: Shown { verdict: None, agreeing: 0, window: 0, changed: false },
+            },
         })
     }
 
+    /// The stages before the model and the rest, to run on two threads.
+    pub fn split(self) -> (Front, Back) {
+        (self.front, self.back)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.back.counters
+    }
+
+    pub fn model(&self) -> &Classifier {
+        &self.back.model
+    }
+
+    pub fn operating_point(&self) -> OperatingPoint {
+        self.back.op
+    }
+
+    /// Runs every stage on one frame.
+    pub fn process(&mut self, frame: &LumaFrame, info: FrameInfo) -> Outcome {
+        let located = self.front.prepare(frame);
+        self.back.finish(info.sequence, &located, self.front.tensor(), self.front.resized())
+    }
+
+    /// See [`Back::capture_failed`].
+    pub fn capture_failed(&mut self, sequence: u64, err: &CaptureError) -> Outcome {
+        self.back.capture_failed(sequence, err)
+    }
+
+    /// Puts the indicator in its safe state; call on every exit path.
+    pub fn shutdown(&mut self) {
+        self.back.shutdown();
+    }
+}
+
+impl Back {
     pub fn counters(&self) -> Counters {
         self.counters
     }
@@ -113,34 +215,25 @@ impl Pipeline {
         &self.model
     }
 
-    pub fn operating_point(&self) -> OperatingPoint {
-        self.op
-    }
-
-    /// Runs every stage on one frame.
-    pub fn process(&mut self, frame: &LumaFrame, info: FrameInfo) -> Outcome {
+    /// Classifies what the stages before the model made of frame `sequence`, and shows and
+    /// audits the result.
+    pub fn finish(&mut self, sequence: u64, located: &Located, tensor: &[f32], resized: &[u8]) -> Outcome {
         self.counters.frames += 1;
-        let result = match self.locator.locate(frame) {
-            ScreenState::NoSignal => FrameResult::NoSignal,
-            ScreenState::NoImage => FrameResult::NoImage,
-            ScreenState::Image(area) => self.classify_area(frame, area),
+        let result = match located {
+            Located::NoSignal => FrameResult::NoSignal,
+            Located::NoImage => FrameResult::NoImage,
+            Located::Dropped(why) => FrameResult::Dropped(why.clone()),
+            Located::Roi(roi) => match self.model.probability(tensor) {
+                Ok(p) => FrameResult::Classified { roi: *roi, probability: p, raw: classify(&self.op, p) },
+                Err(e) => FrameResult::Fault(format!("{e:#}")),
+            },
         };
-        self.publish(info.sequence, result)
+        self.publish(sequence, result, resized)
     }
 
-    fn classify_area(&mut self, frame: &LumaFrame, area: crate::geometry::Rect) -> FrameResult {
-        let roi = match self.roi.select(area, frame.width(), frame.height()) {
-            Ok(roi) => roi,
-            Err(e) => return FrameResult::Dropped(format!("{e:#}")),
-        };
-        let tensor = match self.pre.run(frame, roi) {
-            Ok(t) => t,
-            Err(e) => return FrameResult::Dropped(format!("{e:#}")),
-        };
-        match self.model.probability(tensor) {
-            Ok(p) => FrameResult::Classified { roi, probability: p, raw: classify(&self.op, p) },
-            Err(e) => FrameResult::Fault(format!("{e:#}")),
-        }
+    /// [`Back::finish`] on work prepared ahead.
+    pub fn finish_prepared(&mut self, prepared: &Prepared, info: FrameInfo) -> Outcome {
+        self.finish(info.sequence, &prepared.located, &prepared.tensor, &prepared.resized)
     }
 
     /// A capture error in place of a frame: the feed state is shown at once (no k-of-n wait
@@ -155,10 +248,11 @@ impl Pipeline {
             }
             CaptureError::Fatal(e) => FrameResult::Fault(format!("{e:#}")),
         };
-        self.publish(sequence, result)
+        self.publish(sequence, result, &[])
     }
 
-    fn publish(&mut self, sequence: u64, result: FrameResult) -> Outcome {
+    /// `resized`: the frame's resized ROI when it was classified (thumbnail and audit hash).
+    fn publish(&mut self, sequence: u64, result: FrameResult, resized: &[u8]) -> Outcome {
         let per_frame = match &result {
             FrameResult::Classified { raw, .. } => {
                 self.counters.classified += 1;
@@ -198,7 +292,7 @@ impl Pipeline {
         }
         shown.changed = shown.verdict != self.last_shown.verdict;
         if shown.changed
-            && !self.write_audit(sequence, &shown, probability, roi)
+            && !self.write_audit(sequence, &shown, probability, roi, resized)
             && shown.verdict != Some(Verdict::Fault)
         {
             // This record waits in the backlog; from this frame on FAULT is shown, and that
@@ -206,11 +300,11 @@ impl Pipeline {
             shown = self.audit_fault(&mut probability, &mut roi);
             shown.changed = shown.verdict != self.last_shown.verdict;
             if shown.changed {
-                self.write_audit(sequence, &shown, None, None);
+                self.write_audit(sequence, &shown, None, None, resized);
             }
         }
         self.last_shown = shown;
-        let (w, h) = self.pre.input_size();
+        let (w, h) = self.input_size;
         let state = IndicatorState {
             verdict: shown.verdict,
             probability,
@@ -220,7 +314,7 @@ impl Pipeline {
             model_id: &self.model.manifest().id,
             changed: shown.changed,
             sequence,
-            roi: roi.map(|_| (w, h, self.pre.resized())),
+            roi: roi.map(|_| (w, h, resized)),
         };
         if let Err(e) = self.indicator.show(&state) {
             log::error!("indicator failed: {e:#}");
@@ -255,7 +349,14 @@ impl Pipeline {
     }
 
     /// Appends one record; false when it could not be written (it waits in the backlog).
-    fn write_audit(&mut self, sequence: u64, shown: &Shown, probability: Option<f32>, roi: Option<Roi>) -> bool {
+    fn write_audit(
+        &mut self,
+        sequence: u64,
+        shown: &Shown,
+        probability: Option<f32>,
+        roi: Option<Roi>,
+        resized: &[u8],
+    ) -> bool {
         let Some(audit) = self.audit.as_mut() else { return true };
         let manifest = self.model.manifest();
         let record = AuditRecord {
@@ -264,7 +365,7 @@ impl Pipeline {
             source: self.source_name.clone(),
             model_id: manifest.id.clone(),
             model_sha256: manifest.sha256.clone(),
-            roi_sha256: roi.map(|_| hex::encode(Sha256::digest(self.pre.resized()))),
+            roi_sha256: roi.map(|_| hex::encode(Sha256::digest(resized))),
             roi: roi.map(|r| r.rect()),
             probability,
             verdict: shown.verdict.map_or("WAITING", |v| v.label()).to_string(),
@@ -301,24 +402,103 @@ pub fn run_loop<S: FrameSource + ?Sized>(
     max_frames: Option<u64>,
     mut observe: impl FnMut(&Outcome, &S),
 ) -> Result<Counters> {
+    let Pipeline { front, back } = pipeline;
     let mut sequence = 0u64;
     while !stop.load(Ordering::Relaxed) && max_frames.is_none_or(|m| sequence < m) {
-        let outcome = match source.next_frame() {
-            Ok(Some((frame, info))) => {
-                sequence = info.sequence + 1;
-                pipeline.process(frame, info)
-            }
+        let delivery = source.next_frame();
+        let outcome = deliver(delivery, &mut sequence, back, |frame, info, back| {
+            let located = front.prepare(frame);
+            back.finish(info.sequence, &located, front.tensor(), front.resized())
+        });
+        match outcome {
+            Ok(Some(outcome)) => observe(&outcome, source),
             Ok(None) => break,
-            Err(CaptureError::Fatal(e)) => {
-                pipeline.capture_failed(sequence, &CaptureError::Fatal(anyhow::anyhow!("{e:#}")));
-                return Err(e.context(format!("capture from {}", source.describe())));
-            }
-            Err(e) => {
-                sequence += 1;
-                pipeline.capture_failed(sequence - 1, &e)
-            }
-        };
-        observe(&outcome, source);
+            Err(e) => return Err(e.context(format!("capture from {}", source.describe()))),
+        }
     }
-    Ok(pipeline.counters())
+    Ok(back.counters())
+}
+
+/// A source and the stages before the model, worked on the capture thread: the next frame is
+/// captured, located and preprocessed while the loop classifies this one.
+pub struct Preparing<S> {
+    source: S,
+    front: Front,
+}
+
+impl<S> Preparing<S> {
+    pub fn new(source: S, front: Front) -> Self {
+        Self { source, front }
+    }
+}
+
+impl<S: FrameSource + Send + 'static> Ahead for Preparing<S> {
+    type Item = Prepared;
+
+    fn produce(&mut self, into: &mut Prepared) -> Delivery {
+        let Some((frame, info)) = self.source.next_frame()? else { return Ok(None) };
+        into.located = self.front.prepare(frame);
+        if matches!(into.located, Located::Roi(_)) {
+            // Into buffers that keep their capacity: nothing allocated once warm.
+            into.tensor.clear();
+            into.tensor.extend_from_slice(self.front.tensor());
+            into.resized.clear();
+            into.resized.extend_from_slice(self.front.resized());
+        }
+        Ok(Some(info))
+    }
+
+    fn describe(&self) -> String {
+        self.source.describe()
+    }
+}
+
+/// [`run_loop`] with capture and the stages before the model on a thread of their own, one frame
+/// ahead (as `run` works): the loop's own thread runs the model and what follows it. Every
+/// frame is still classified, in order, with the same outcomes as [`run_loop`] (tested).
+pub fn run_loop_ahead<S: FrameSource + Send + 'static>(
+    source: S,
+    front: Front,
+    back: &mut Back,
+    stop: &AtomicBool,
+    max_frames: Option<u64>,
+    mut observe: impl FnMut(&Outcome),
+) -> Result<Counters> {
+    let mut ahead = AheadThread::start(Preparing::new(source, front))?;
+    let mut sequence = 0u64;
+    while !stop.load(Ordering::Relaxed) && max_frames.is_none_or(|m| sequence < m) {
+        let delivery = ahead.next_item();
+        match deliver(delivery, &mut sequence, back, |prepared, info, back| back.finish_prepared(prepared, info)) {
+            Ok(Some(outcome)) => observe(&outcome),
+            Ok(None) => break,
+            Err(e) => return Err(e.context(format!("capture from {}", ahead.describe()))),
+        }
+    }
+    Ok(back.counters())
+}
+
+/// One delivery of a source through the stages: `finish` for a frame, the back half's handling
+/// for a capture error. `Ok(None)` when the source has ended; `Err` for a fatal capture error
+/// (already shown as FAULT).
+fn deliver<T>(
+    delivery: Result<Option<(T, FrameInfo)>, CaptureError>,
+    sequence: &mut u64,
+    back: &mut Back,
+    finish: impl FnOnce(T, FrameInfo, &mut Back) -> Outcome,
+) -> Result<Option<Outcome>> {
+    match delivery {
+        Ok(Some((frame, info))) => {
+            *sequence = info.sequence + 1;
+            Ok(Some(finish(frame, info, back)))
+        }
+        Ok(None) => Ok(None),
+        Err(CaptureError::Fatal(e)) => {
+            back.capture_failed(*sequence, &CaptureError::Fatal(anyhow::anyhow!("{e:#}")));
+            Err(e)
+        }
+        Err(e) => {
+            *sequence += 1;
+            Ok(Some(back.capture_failed(*sequence - 1, &e)))
+        }
+    }
 }

@@ -32,6 +32,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Counting is global: tests that count take turns.
+static ONE_COUNT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn counted<R>(f: impl FnOnce() -> R) -> (R, u64) {
     ALLOCATIONS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
@@ -49,6 +52,7 @@ fn each_stage_outside_inference_allocates_nothing_when_warm() {
     use kidney_screen::screen::{ScreenLocator, ScreenState};
     use kidney_screen::simulator::{ScannerSimulator, ScreenLayout};
 
+    let _turn = ONE_COUNT_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut sim = ScannerSimulator::new(5, ScreenLayout::Hd1080, 1000);
     let frames: Vec<LumaFrame> = (0..6)
         .map(|_| {
@@ -95,4 +99,51 @@ fn each_stage_outside_inference_allocates_nothing_when_warm() {
         let (_, n) = counted(|| pre.resize_roi(frame, Roi(rect)).unwrap());
         assert_eq!(n, 0, "allocations resizing the new ROI {rect}");
     }
+}
+
+/// `run`'s capture path: a raw limited-range YUYV dump read and converted (range expansion and
+/// block sums) on the capture thread, each frame handed to the loop by swapping buffers. The
+/// count covers both threads (the allocator is global), so the capture thread's conversions of
+/// the frames ahead are in it too.
+#[test]
+fn capture_thread_allocates_nothing_per_frame_when_warm() {
+    use kidney_screen::capture::thread::CaptureThread;
+    use kidney_screen::capture::{FrameSource, LumaRange, PixelFormat, replay::RawReplay};
+    use kidney_screen::frame::LumaFrame;
+    use kidney_screen::simulator::{ScannerSimulator, ScreenLayout};
+
+    let _turn = ONE_COUNT_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (width, height) = (1920u32, 1080u32);
+    let mut sim = ScannerSimulator::new(11, ScreenLayout::Hd1080, 1000);
+    let mut dump = Vec::new();
+    let mut luma = LumaFrame::default();
+    for _ in 0..4 {
+        sim.next_rgb().to_luma(&mut luma);
+        assert_eq!((luma.width(), luma.height()), (width, height));
+        // Luma in the limited range (16..=235), chroma neutral.
+        dump.extend(luma.pixels().iter().flat_map(|&y| [16 + (u32::from(y) * 219 / 255) as u8, 128]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frames.yuyv");
+    std::fs::write(&path, &dump).unwrap();
+    let source = RawReplay::open(&path, PixelFormat::Yuyv, LumaRange::Limited, width, height, true).unwrap();
+    let mut capture = CaptureThread::spawn(source).unwrap();
+
+    let mut checksum = 0u64;
+    let mut take = |capture: &mut CaptureThread<RawReplay>| {
+        let (frame, info) = capture.next_frame().unwrap().expect("a looping replay does not end");
+        assert!(frame.block_sums().is_some(), "frame {} lacks the block sums capture takes", info.sequence);
+        checksum = checksum.wrapping_add(u64::from(frame.pixels()[info.sequence as usize % 1000]));
+    };
+    // Warm: every rotating buffer has held a full frame (three buffers, a dump of four).
+    for _ in 0..8 {
+        take(&mut capture);
+    }
+    let ((), allocations) = counted(|| {
+        for _ in 0..24 {
+            take(&mut capture);
+        }
+    });
+    assert_eq!(allocations, 0, "allocations over 24 frames taken from the capture thread");
+    assert!(checksum > 0);
 }

@@ -152,13 +152,15 @@ impl RawReplay {
 
 impl FrameSource for RawReplay {
     fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError> {
-        let path = self.path.clone();
-        let io_err = |e: std::io::Error| CaptureError::Fatal(anyhow::anyhow!("reading {}: {e}", path.display()));
-        let mut filled = self.read_frame().map_err(io_err)?;
+        // The error names the file; built only on failure (a frame allocates nothing once warm).
+        fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError + '_ {
+            move |e| CaptureError::Fatal(anyhow::anyhow!("reading {}: {e}", path.display()))
+        }
+        let mut filled = self.read_frame().map_err(io_err(&self.path))?;
         if filled == 0 && self.looping && self.sequence > 0 {
             use std::io::Seek;
-            self.file.rewind().map_err(io_err)?;
-            filled = self.read_frame().map_err(io_err)?;
+            self.file.rewind().map_err(io_err(&self.path))?;
+            filled = self.read_frame().map_err(io_err(&self.path))?;
         }
         if filled == 0 {
             return Ok(None);

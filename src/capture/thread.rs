@@ -7,6 +7,10 @@
 //! conversion no longer adds to the time between verdicts. Three frame buffers rotate (the one
 //! the thread writes, the one waiting, the one the pipeline reads) by swapping, never copying, so
 //! nothing is allocated per frame once they have their size.
+//!
+//! The machinery is generic ([`AheadThread`] over [`Ahead`] work): [`CaptureThread`] runs a
+//! source alone; the pipeline also runs its stages before the model on such a thread
+//! (`pipeline::PrepareAhead`), so that the next frame is captured and prepared meanwhile.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -22,20 +26,49 @@ use crate::frame::LumaFrame;
 /// ends within the source's timeout); past this the thread is left to end with the process.
 const FINISH_WAIT: Duration = Duration::from_secs(5);
 
-/// What one `take_frame` of the source gave.
-type Delivery = Result<Option<FrameInfo>, CaptureError>;
+/// What one step of the work gave: a frame's info (its item is then filled), the end of the
+/// source, or a capture error.
+pub type Delivery = Result<Option<FrameInfo>, CaptureError>;
 
-struct Slot {
-    /// The frame of a waiting `Ok(Some(..))` delivery; once taken, the buffer the pipeline gave back.
-    frame: LumaFrame,
+/// Work run on an [`AheadThread`], one frame at a time.
+pub trait Ahead: Send + 'static {
+    /// What the work makes of a frame: a buffer, filled in place, that the thread and the loop
+    /// swap (no copy, no allocation once every buffer has its size).
+    type Item: Default + Send + 'static;
+
+    /// The next frame's work, written into `into` when the delivery is `Ok(Some(..))`.
+    fn produce(&mut self, into: &mut Self::Item) -> Delivery;
+
+    /// For logs and errors.
+    fn describe(&self) -> String;
+}
+
+/// A source run alone on a thread: its frames, converted.
+pub struct TakeFrames<S>(pub S);
+
+impl<S: FrameSource + Send + 'static> Ahead for TakeFrames<S> {
+    type Item = LumaFrame;
+
+    fn produce(&mut self, into: &mut LumaFrame) -> Delivery {
+        self.0.take_frame(into)
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+struct Slot<T> {
+    /// The item of a waiting `Ok(Some(..))` delivery; once taken, the buffer the loop gave back.
+    item: T,
     delivery: Option<Delivery>,
     /// The thread has ended: the source ended or failed for good, the thread was stopped, or it
     /// panicked.
     finished: bool,
 }
 
-struct Shared {
-    slot: Mutex<Slot>,
+struct Shared<T> {
+    slot: Mutex<Slot<T>>,
     /// A delivery is waiting, or the thread finished.
     delivered: Condvar,
     /// The pipeline took the delivery, or the thread is to stop.
@@ -44,8 +77,8 @@ struct Shared {
     stop: AtomicBool,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Slot> {
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Slot<T>> {
         // The slot is only ever assigned whole, so a lock poisoned by a panic still holds a
         // consistent slot.
         self.slot.lock().unwrap_or_else(PoisonError::into_inner)
@@ -58,21 +91,30 @@ impl Shared {
 
 /// Runs a [`FrameSource`] on its own thread; itself a `FrameSource` that lends the frames the
 /// thread delivers, in the order it delivers them.
-pub struct CaptureThread {
-    shared: Arc<Shared>,
+pub type CaptureThread<S = Box<dyn FrameSource + Send>> = AheadThread<TakeFrames<S>>;
+
+impl<S: FrameSource + Send + 'static> CaptureThread<S> {
+    pub fn spawn(source: S) -> Result<Self> {
+        Self::start(TakeFrames(source))
+    }
+}
+
+/// Runs [`Ahead`] work on its own thread, one frame ahead of the loop that takes its items.
+pub struct AheadThread<A: Ahead> {
+    shared: Arc<Shared<A::Item>>,
     handle: Option<JoinHandle<()>>,
-    /// The frame lent by the last `next_frame`.
-    current: LumaFrame,
+    /// The item lent by the last `next_item`.
+    current: A::Item,
     description: String,
     /// The source has ended: later calls say so again.
     ended: bool,
 }
 
-impl CaptureThread {
-    pub fn spawn<S: FrameSource + Send + 'static>(source: S) -> Result<Self> {
-        let description = source.describe();
+impl<A: Ahead> AheadThread<A> {
+    pub fn start(work: A) -> Result<Self> {
+        let description = work.describe();
         let shared = Arc::new(Shared {
-            slot: Mutex::new(Slot { frame: LumaFrame::default(), delivery: None, finished: false }),
+            slot: Mutex::new(Slot { item: A::Item::default(), delivery: None, finished: false }),
             delivered: Condvar::new(),
             taken: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -81,54 +123,14 @@ impl CaptureThread {
             .name("capture".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || capture_loop(source, &shared)
+                move || work_loop(work, &shared)
             })
             .with_context(|| format!("cannot start the capture thread for {description}"))?;
-        Ok(Self { shared, handle: Some(handle), current: LumaFrame::default(), description, ended: false })
+        Ok(Self { shared, handle: Some(handle), current: A::Item::default(), description, ended: false })
     }
-}
 
-/// Marks the thread finished however it ends, a panic included: the pipeline then gets an error
-/// instead of waiting for ever.
-struct FinishedOnDrop<'a>(&'a Shared);
-
-impl Drop for FinishedOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.lock().finished = true;
-        self.0.delivered.notify_all();
-    }
-}
-
-fn capture_loop<S: FrameSource>(source: S, shared: &Shared) {
-    let _finished = FinishedOnDrop(shared);
-    // Declared after the guard so that it is dropped first: the device is closed before the
-    // thread counts as finished.
-    let mut source = source;
-    let mut spare = LumaFrame::default();
-    while !shared.stopping() {
-        let delivery = source.take_frame(&mut spare);
-        let last = matches!(delivery, Ok(None) | Err(CaptureError::Fatal(_)));
-        let mut slot = shared.lock();
-        while slot.delivery.is_some() && !shared.stopping() {
-            slot = shared.taken.wait(slot).unwrap_or_else(PoisonError::into_inner);
-        }
-        if shared.stopping() {
-            return;
-        }
-        if matches!(delivery, Ok(Some(_))) {
-            std::mem::swap(&mut slot.frame, &mut spare);
-        }
-        slot.delivery = Some(delivery);
-        drop(slot);
-        shared.delivered.notify_one();
-        if last {
-            return;
-        }
-    }
-}
-
-impl FrameSource for CaptureThread {
-    fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError> {
+    /// The next delivery, in the order the work made them; the item is lent until the next call.
+    pub fn next_item(&mut self) -> Result<Option<(&A::Item, FrameInfo)>, CaptureError> {
         if self.ended {
             return Ok(None);
         }
@@ -146,7 +148,7 @@ impl FrameSource for CaptureThread {
             slot = self.shared.delivered.wait(slot).unwrap_or_else(PoisonError::into_inner);
         };
         if matches!(delivery, Ok(Some(_))) {
-            std::mem::swap(&mut self.current, &mut slot.frame);
+            std::mem::swap(&mut self.current, &mut slot.item);
         }
         drop(slot);
         self.shared.taken.notify_one();
@@ -160,12 +162,61 @@ impl FrameSource for CaptureThread {
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         self.description.clone()
     }
 }
 
-impl Drop for CaptureThread {
+/// Marks the thread finished however it ends, a panic included: the pipeline then gets an error
+/// instead of waiting for ever.
+struct FinishedOnDrop<'a, T>(&'a Shared<T>);
+
+impl<T> Drop for FinishedOnDrop<'_, T> {
+    fn drop(&mut self) {
+        self.0.lock().finished = true;
+        self.0.delivered.notify_all();
+    }
+}
+
+fn work_loop<A: Ahead>(work: A, shared: &Shared<A::Item>) {
+    let _finished = FinishedOnDrop(shared);
+    // Declared after the guard so that it is dropped first: the device is closed before the
+    // thread counts as finished.
+    let mut work = work;
+    let mut spare = A::Item::default();
+    while !shared.stopping() {
+        let delivery = work.produce(&mut spare);
+        let last = matches!(delivery, Ok(None) | Err(CaptureError::Fatal(_)));
+        let mut slot = shared.lock();
+        while slot.delivery.is_some() && !shared.stopping() {
+            slot = shared.taken.wait(slot).unwrap_or_else(PoisonError::into_inner);
+        }
+        if shared.stopping() {
+            return;
+        }
+        if matches!(delivery, Ok(Some(_))) {
+            std::mem::swap(&mut slot.item, &mut spare);
+        }
+        slot.delivery = Some(delivery);
+        drop(slot);
+        shared.delivered.notify_one();
+        if last {
+            return;
+        }
+    }
+}
+
+impl<S: FrameSource + Send + 'static> FrameSource for CaptureThread<S> {
+    fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError> {
+        self.next_item()
+    }
+
+    fn describe(&self) -> String {
+        AheadThread::describe(self)
+    }
+}
+
+impl<A: Ahead> Drop for AheadThread<A> {
     fn drop(&mut self) {
         let deadline = Instant::now() + FINISH_WAIT;
         let mut slot = self.shared.lock();

@@ -11,14 +11,14 @@ use embedded_graphics::prelude::Size;
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::capture::convert::{self, LumaRange, PixelFormat};
-use crate::capture::thread::CaptureThread;
+use crate::capture::thread::{AheadThread, CaptureThread};
 use crate::capture::{CaptureError, FrameInfo, FrameSource};
 use crate::config::{DEFAULT_GUIDE, DEFAULT_MODEL_DIR};
 use crate::decision::{Stabilizer, classify};
 use crate::display::{Canvas, DisplaySink, StatusDisplay};
 use crate::frame::LumaFrame;
 use crate::indicator::{Fanout, Indicator, IndicatorState, JsonEvents};
-use crate::pipeline::{FrameResult, Pipeline, Stages};
+use crate::pipeline::{FrameResult, Pipeline, Preparing, Stages};
 use crate::preprocess::Preprocessor;
 use crate::roi::RoiSelector;
 use crate::screen::{ScreenLocator, ScreenState};
@@ -255,8 +255,28 @@ pub fn run(args: Args) -> Result<()> {
     let mut capture_thread_ms: Vec<f64> = Vec::with_capacity(n + warm);
     stats.push(frame_loop("whole_frame_capture_thread", &mut capture_thread, &mut capture_thread_ms)?);
     drop(capture_thread);
+    // As `run` works: capture, screen location, ROI and preprocessing one frame ahead on a
+    // thread of their own; the loop runs the model and what follows it.
+    let (front, mut back) = pipeline.split();
+    let mut ahead = AheadThread::start(Preparing::new(YuyvDongle::new(&yuyv, w, h), front))?;
+    let mut prepare_ahead_ms: Vec<f64> = Vec::with_capacity(n + warm);
+    stats.push(time_stage("whole_frame_prepare_ahead", warm, n, || {
+        let started = Instant::now();
+        let (prepared, info) = ahead.next_item()?.context("the bench source ended")?;
+        let outcome = back.finish_prepared(prepared, info);
+        let whole = started.elapsed();
+        anyhow::ensure!(
+            matches!(outcome.result, FrameResult::Classified { .. }),
+            "bench frame not classified: {:?}",
+            outcome.result
+        );
+        prepare_ahead_ms.push(whole.saturating_sub(back.model().last_inference()).as_secs_f64() * 1e3);
+        Ok(())
+    })?);
+    drop(ahead);
     let in_loop_rest = median(&mut on_loop_thread_ms[warm..]);
     let in_loop_rest_capture_thread = median(&mut capture_thread_ms[warm..]);
+    let in_loop_rest_prepare_ahead = median(&mut prepare_ahead_ms[warm..]);
 
     drop(audit);
     let _ = std::fs::remove_dir_all(&audit_dir);
@@ -277,6 +297,9 @@ pub fn run(args: Args) -> Result<()> {
     // is taking the frame, the stages after capture and the indicator.
     let in_loop_non_inference = in_loop_rest + get("indicator");
     let in_loop_capture_thread = in_loop_rest_capture_thread + get("indicator");
+    // With the stages before the model ahead as well: taking the prepared frame, decision,
+    // (audit) and the indicator.
+    let in_loop_prepare_ahead = in_loop_rest_prepare_ahead + get("indicator");
     let mut out = std::io::stdout().lock();
     for s in &stats {
         writeln!(out, "{}", serde_json::json!({"stage": s.stage, "median_ms": s.median, "p95_ms": s.p95, "n": n}))?;
@@ -296,6 +319,9 @@ pub fn run(args: Args) -> Result<()> {
         "in_loop_non_inference_share_of_inference": in_loop_non_inference / inference,
         "in_loop_non_inference_capture_thread_ms": in_loop_capture_thread,
         "in_loop_non_inference_capture_thread_share_of_inference": in_loop_capture_thread / inference,
+        "in_loop_non_inference_prepare_ahead_ms": in_loop_prepare_ahead,
+        "in_loop_non_inference_prepare_ahead_share_of_inference": in_loop_prepare_ahead / inference,
+        "frames_per_second_prepare_ahead": 1e3 / get("whole_frame_prepare_ahead"),
         "peak_rss_mb": peak_rss_mb(),
         "cold_start_to_first_verdict_ms": cold_start_ms,
         "arch": std::env::consts::ARCH,
@@ -315,13 +341,16 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("{:<20} {:>10.3} {:>10.3}", s.stage, s.median, s.p95);
     }
     eprintln!(
-        "{} on {w}x{h}, {} thread(s): {:.1} frames/s ({:.1} with capture on the loop's thread); everything but inference {:.2} ms = {:.1}% of inference (stages alone), {:.2} ms = {:.1}% in the frame loop with a capture thread ({:.2} ms = {:.1}% with capture on the loop's thread); peak RSS {:.0} MB; cold start to first verdict {:.0} ms",
+        "{} on {w}x{h}, {} thread(s): {:.1} frames/s as `run` works ({:.1} with only capture on a thread, {:.1} with everything on the loop's thread); everything but inference {:.2} ms = {:.1}% of inference (stages alone, CPU time wherever spent); in the frame loop {:.3} ms = {:.1}% as `run` works, {:.2} ms = {:.1}% with only capture on a thread, {:.2} ms = {:.1}% with everything on the loop's thread; peak RSS {:.0} MB; cold start to first verdict {:.0} ms",
         manifest.id,
         args.threads,
+        1e3 / get("whole_frame_prepare_ahead"),
         1e3 / get("whole_frame_capture_thread"),
         1e3 / get("whole_frame"),
         non_inference,
         100.0 * non_inference / inference,
+        in_loop_prepare_ahead,
+        100.0 * in_loop_prepare_ahead / inference,
         in_loop_capture_thread,
         100.0 * in_loop_capture_thread / inference,
         in_loop_non_inference,

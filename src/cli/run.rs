@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::capture::FrameSource;
-use crate::capture::thread::CaptureThread;
 use crate::config::Config;
-use crate::pipeline::run_loop;
+use crate::pipeline::run_loop_ahead;
 use crate::watchdog::Notifier;
 
 #[derive(clap::Args)]
@@ -28,11 +27,9 @@ pub fn run(args: Args) -> Result<()> {
         let stop = crate::cli::install_signal_handlers()?;
         let source = crate::setup::open_source(&config.source)?;
         let pipeline = crate::setup::build_pipeline(&config, source.describe(), None)?;
-        // The next frame is captured and converted while the pipeline classifies this one.
-        let source = CaptureThread::spawn(source)?;
         anyhow::Ok((config, stop, source, pipeline))
     })();
-    let (config, stop, mut source, mut pipeline) = match started {
+    let (config, stop, source, pipeline) = match started {
         Ok(started) => started,
         Err(e) => {
             // `systemctl status` shows why before the restart.
@@ -54,12 +51,15 @@ pub fn run(args: Args) -> Result<()> {
     // Ready now; the pings come from the frame loop itself, so a loop that stalls (no frames and
     // no capture timeouts) goes unpinged and systemd restarts the service.
     notifier.ready();
-    let result = run_loop(&mut source, &mut pipeline, &stop, args.frames, |outcome, _| {
+    // The next frame is captured, converted, located and preprocessed on a thread of its own
+    // while this one runs the model on the frame before.
+    let (front, mut back) = pipeline.split();
+    let result = run_loop_ahead(source, front, &mut back, &stop, args.frames, |outcome| {
         notifier.frame(outcome.shown.verdict);
     });
     notifier.stopping();
     // Safe state on every exit path: end of source, signal, or error.
-    pipeline.shutdown();
+    back.shutdown();
     let counters = result?;
     log::info!("stopped: {counters:?}");
     Ok(())

@@ -279,15 +279,26 @@ pub fn tap_major_weights(weights: &Tensor, channels: usize, taps: usize) -> Trac
     let Ok(storage) = weights.try_storage_as::<PackedMatrixStorage>() else { return Ok(None) };
     let [value] = storage.values() else { return Ok(None) };
     let Some(value) = value.downcast_ref::<EagerPackedInput>() else { return Ok(None) };
-    let Some(format) = value.fact.format.downcast_ref::<PackedI8K4>() else { return Ok(None) };
-    let (k, r) = (channels * taps, format.r);
+    let k = channels * taps;
+    // Where byte (k, row i) of a panel sits: K=4-inner panels (the VNNI and SDOT kernels) keep it
+    // at (k / 4) * 4r + 4i + k % 4; AMX panels (x86) at i * (K rounded up to 64) + k.
+    let (r, k4) = if let Some(format) = value.fact.format.downcast_ref::<PackedI8K4>() {
+        (format.r, true)
+    } else {
+        #[cfg(target_arch = "x86_64")]
+        let amx = value.fact.format.downcast_ref::<tract_linalg::x86_64::amx::PackedAmxA>().map(|f| (f.r, false));
+        #[cfg(not(target_arch = "x86_64"))]
+        let amx = None;
+        let Some(amx) = amx else { return Ok(None) };
+        amx
+    };
     if value.fact.k != k || value.panel_bytes < r * k || value.mn == 0 {
         return Ok(None);
     }
+    let row_len = k.div_ceil(64) * 64;
+    let offset = |k: usize, row: usize| if k4 { (k / 4) * 4 * r + 4 * row + k % 4 } else { row * row_len + k };
     let old = value.packed.as_bytes();
     let mut new = old.to_vec();
-    // Byte (k, row i) of a panel sits at (k / 4) * 4r + 4i + k % 4.
-    let offset = |k: usize, row: usize| (k / 4) * 4 * r + 4 * row + k % 4;
     for (old_panel, new_panel) in old.chunks(value.panel_bytes).zip(new.chunks_mut(value.panel_bytes)) {
         for (tap, channel) in (0..taps).flat_map(|t| (0..channels).map(move |c| (t, c))) {
             let (from, to) = (channel * taps + tap, tap * channels + channel);
@@ -537,6 +548,32 @@ mod tests {
         }
         // A K that is not channels * taps is left alone.
         assert!(tap_major_weights(&weights, channels, taps + 1).expect("no error").is_none());
+    }
+
+    /// The same for weights packed for tract's AMX kernels (a row of K bytes per M index).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn tap_major_weights_reorders_k_of_every_amx_row() {
+        use tract_linalg::x86_64::amx::PackedAmxA;
+        let (channels, taps, m) = (12, 9, 2 * 16 + 3);
+        let k = channels * taps;
+        let value_at = |row: usize, k: usize| (row * 31 + k * 7) as u8 as i8;
+        let plain = Tensor::from_shape(&[m, k], &(0..m * k).map(|i| value_at(i / k, i % k)).collect::<Vec<i8>>())
+            .expect("weights");
+        let packed = PackedAmxA::new(16).pack_view(&plain.view(), 1, 0).expect("tract's AMX packing");
+        let weights = PackedMatrixStorage::new(packed).into_tensor(i8::datum_type());
+        let permuted = tap_major_weights(&weights, channels, taps).expect("permute").expect("an AMX matrix");
+        let (bytes, panel_bytes, mn) = packed_bytes(&permuted);
+        assert_eq!(mn, m);
+        let row_len = k.div_ceil(64) * 64;
+        for row in 0..m {
+            let at = (row / 16) * panel_bytes + (row % 16) * row_len;
+            for (tap, channel) in (0..taps).flat_map(|t| (0..channels).map(move |c| (t, c))) {
+                let got = bytes[at + tap * channels + channel] as i8;
+                assert_eq!(got, value_at(row, channel * taps + tap), "row {row}, tap {tap}, channel {channel}");
+            }
+            assert!(bytes[at + k..at + row_len].iter().all(|&b| b == 0), "row {row}'s K padding");
+        }
     }
 
     #[test]

@@ -112,3 +112,70 @@ fn capture_loss_shows_no_signal_at_once() {
     assert_eq!(o.shown.verdict, Some(Verdict::NoSignal));
     assert_eq!(pipeline.counters().dropped, 1);
 }
+
+/// `run` prepares the next frame (capture, screen location, ROI, preprocessing) on a thread of
+/// its own while the loop classifies this one. Frame for frame it must give what the one-thread
+/// loop gives: the same outcomes in the same order, bad frames included, and the same audit
+/// records (verdict changes, the ROI hash taken from the prepared frame's own buffer).
+#[test]
+fn preparing_ahead_on_a_thread_gives_the_same_outcomes_and_audit_as_the_one_thread_loop() {
+    use kidney_screen::pipeline::run_loop_ahead;
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    // Screens of both labels in runs long enough to show verdicts, with an unreadable frame
+    // (dropped) and a flat screen (no signal) among them.
+    let screens = fixture_screens();
+    let mut n = 0;
+    let mut add = |from: &std::path::Path| {
+        std::fs::copy(from, frames.join(format!("f{n:03}.png"))).unwrap();
+        n += 1;
+    };
+    // Six frames of each screen: enough for k = 4 of n = 6 to show its verdict.
+    for (path, _) in screens.iter().chain(&screens) {
+        for _ in 0..6 {
+            add(path);
+        }
+    }
+    std::fs::write(frames.join("f004.png"), b"\x89PNG truncated").unwrap();
+    kidney_screen::frame::LumaFrame::new(1280, 720).save_png(&frames.join("f010.png")).unwrap();
+
+    let run = |ahead: bool| {
+        let audit_dir = dir.path().join(if ahead { "audit-ahead" } else { "audit-direct" });
+        let cfg = config(Some(&audit_dir));
+        let source = ImageReplay::open(&frames, false).unwrap();
+        let pipeline = kidney_screen::setup::build_pipeline(&cfg, source.describe(), None).unwrap();
+        let mut outcomes = Vec::new();
+        let counters = if ahead {
+            let (front, mut back) = pipeline.split();
+            let c =
+                run_loop_ahead(source, front, &mut back, &AtomicBool::new(false), None, |o| outcomes.push(o.clone()));
+            back.shutdown();
+            c
+        } else {
+            let (mut source, mut pipeline) = (source, pipeline);
+            let c =
+                run_loop(&mut source, &mut pipeline, &AtomicBool::new(false), None, |o, _| outcomes.push(o.clone()));
+            pipeline.shutdown();
+            c
+        }
+        .unwrap();
+        let (mut records, torn) = read_records(&audit_dir.join(AUDIT_FILE)).unwrap();
+        assert_eq!(torn, 0);
+        for r in &mut records {
+            r.time.clear();
+        }
+        (outcomes, counters, records)
+    };
+    let (direct, direct_counters, direct_audit) = run(false);
+    let (ahead, ahead_counters, ahead_audit) = run(true);
+    assert_eq!(direct.len(), n);
+    assert_eq!(ahead, direct);
+    assert_eq!(ahead_counters, direct_counters);
+    assert_eq!(ahead_audit, direct_audit);
+    // The run covered what it claims to: a dropped frame, a flat screen, both verdicts shown.
+    assert_eq!((direct_counters.dropped, direct_counters.no_signal), (1, 1), "{direct_counters:?}");
+    let shown: std::collections::HashSet<_> = direct.iter().filter_map(|o| o.shown.verdict).collect();
+    assert!(shown.contains(&Verdict::EsrdSuspected) && shown.contains(&Verdict::Normal), "{shown:?}");
+    assert!(direct_audit.len() >= 3 && direct_audit.iter().any(|r| r.roi_sha256.is_some()), "{direct_audit:?}");
+}
