@@ -15,7 +15,9 @@ use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, Packe
 use tract_linalg::x86_64::amx::PackedAmxA;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
+use tract_onnx::tract_core::ops::matmul::pack::OptMatMulPack;
+
+use super::pack_k4::ActivationLayout;
 
 /// Replacement for tract's `OptMatMulPack` of 8-bit matrices whose MN axis is contiguous, packed
 /// as `PackedAmxA`.
@@ -34,42 +36,10 @@ pub struct PackAmxA {
 impl PackAmxA {
     /// The replacement for `op` reading `input`, when it covers the case; `None` leaves tract's op.
     pub fn replacing(op: &OptMatMulPack, input: &TypedFact, output: &TypedFact) -> Option<Self> {
-        if !(input.datum_type == i8::datum_type() || input.datum_type == u8::datum_type()) {
-            return None;
-        }
-        let shape = input.shape.as_concrete()?;
-        let mapping = op.axes_mapping(&[input], &[output]).ok()?;
-        let k_axis = *mapping.axis('K').ok()?.inputs[0].first()?;
-        let mn_axis = *mapping.axis('M').ok()?.inputs[0].first()?;
-        let (k, mn) = (shape[k_axis], shape[mn_axis]);
-        let mn_innermost = shape[mn_axis + 1..].iter().all(|&d| d == 1);
-        if k == 0 || mn == 0 || !mn_innermost || k_axis > mn_axis {
-            return None;
-        }
-        let dynamic = output.exotic_fact.as_ref()?.downcast_ref::<DynPackedExoticFact>()?;
-        // tract's mode picker: one packer, or (vector, matrix) chosen by MN.
-        let packer = match dynamic.packers.as_slice() {
-            [single] => single,
-            [vector, matrix] => {
-                if mn > 1 {
-                    matrix
-                } else {
-                    vector
-                }
-            }
-            _ => return None,
-        };
-        let format = packer.downcast_ref::<PackedAmxA>()?.clone();
-        let strides: Vec<usize> = (0..shape.len()).map(|axis| shape[axis + 1..].iter().product()).collect();
-        let mut matrix_offsets = vec![0];
-        for axis in (0..shape.len()).filter(|&axis| axis != k_axis && axis != mn_axis) {
-            let stride = strides[axis];
-            matrix_offsets =
-                matrix_offsets.iter().flat_map(|&offset| (0..shape[axis]).map(move |i| offset + i * stride)).collect();
-        }
-        let replacement = PackAmxA { format, k, mn, k_stride: strides[k_axis], matrix_offsets, output: output.clone() };
-        let batch: usize = output.shape.as_concrete()?.iter().product();
-        (batch == replacement.matrix_offsets.len()).then_some(replacement)
+        let layout = ActivationLayout::of(op, input, output)?;
+        let format = layout.packer.downcast_ref::<PackedAmxA>()?.clone();
+        let ActivationLayout { k, mn, k_stride, matrix_offsets, .. } = layout;
+        Some(PackAmxA { format, k, mn, k_stride, matrix_offsets, output: output.clone() })
     }
 
     /// Bytes of one position's row: K rounded up to the 64 bytes a tile row reads.
@@ -216,17 +186,8 @@ impl TypedOp for PackAmxA {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pack_k4::random_bytes;
     use super::*;
-
-    fn random_bytes(len: usize, seed: u64) -> Vec<i8> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (state >> 56) as i8
-            })
-            .collect()
-    }
 
     /// tract's packer on each image row of a [1, k, rows, mn] input.
     fn tract_pack(k: usize, rows: usize, mn: usize, r: usize, values: &[i8]) -> Vec<Vec<u8>> {

@@ -9,7 +9,7 @@
 //! 4-column runs in SSE2 byte unpacks (x86) or NEON `st4` (aarch64); [`interleave_k4`] the last,
 //! partial group of a K that is not a multiple of 4.
 
-use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
+use tract_linalg::mmm::{EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
 use tract_linalg::pack::PackedI8K4;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -40,6 +40,18 @@ pub(super) unsafe fn packed_matrix(
         panel_bytes: if mn > 0 { panel_len } else { 0 },
         mn,
     }))
+}
+
+/// Pseudo-random bytes for the packers' tests.
+#[cfg(test)]
+pub(super) fn random_bytes(len: usize, seed: u64) -> Vec<i8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 56) as i8
+        })
+        .collect()
 }
 
 /// The first packed matrix of a `PackedMatrixStorage` tensor: its bytes, panel length and MN.
@@ -187,26 +199,22 @@ fn interleave_fixed<const N: usize>(block: &mut [u8], [a, b, c, d]: [&[u8]; 4]) 
     }
 }
 
-/// Replacement for tract's `OptMatMulPack` of 8-bit matrices whose MN axis is contiguous,
-/// packed as `PackedI8K4`. tract plans a channels-first 1x1 convolution as one matmul per image
-/// row (K = channels, MN = the row's positions), so the input holds a batch of matrices: one
-/// per index of the other axes, in row-major order, as tract's op makes them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackK4 {
-    format: PackedI8K4,
-    k: usize,
-    mn: usize,
-    /// Input offsets of the four K rows of each full group, and of the rows of the last partial one.
-    groups: Vec<[usize; 4]>,
-    tail: Vec<usize>,
-    /// Offset in the input of each matrix of the batch.
-    matrix_offsets: Vec<usize>,
-    output: TypedFact,
+/// What an `OptMatMulPack` of 8-bit activations reads, where its MN axis is the input's
+/// innermost (each K row a contiguous run of MN values): shared by [`PackK4`] and the AMX packer.
+pub(super) struct ActivationLayout<'a> {
+    pub k: usize,
+    pub mn: usize,
+    /// Input distance between consecutive K rows.
+    pub k_stride: usize,
+    /// Offset in the input of each matrix of the batch, row-major over the other axes, as tract's
+    /// op and `PackedMatrixStorage` order them.
+    pub matrix_offsets: Vec<usize>,
+    /// The format tract packs into (its mode picker's choice for this MN).
+    pub packer: &'a dyn MMMInputFormat,
 }
 
-impl PackK4 {
-    /// The replacement for `op` reading `input`, when it covers the case; `None` leaves tract's op.
-    pub fn replacing(op: &OptMatMulPack, input: &TypedFact, output: &TypedFact) -> Option<Self> {
+impl<'a> ActivationLayout<'a> {
+    pub fn of(op: &OptMatMulPack, input: &TypedFact, output: &'a TypedFact) -> Option<Self> {
         if !(input.datum_type == i8::datum_type() || input.datum_type == u8::datum_type()) {
             return None;
         }
@@ -232,20 +240,50 @@ impl PackK4 {
             }
             _ => return None,
         };
-        let format = packer.downcast_ref::<PackedI8K4>()?.clone();
         let strides: Vec<usize> = (0..shape.len()).map(|axis| shape[axis + 1..].iter().product()).collect();
-        // Row-major over the other axes, as tract's op and `PackedMatrixStorage` order them.
         let mut matrix_offsets = vec![0];
         for axis in (0..shape.len()).filter(|&axis| axis != k_axis && axis != mn_axis) {
             let stride = strides[axis];
             matrix_offsets =
                 matrix_offsets.iter().flat_map(|&offset| (0..shape[axis]).map(move |i| offset + i * stride)).collect();
         }
-        let rows: Vec<usize> = (0..k).map(|row| row * strides[k_axis]).collect();
-        let (groups, tail) = groups_of_four(&rows);
-        let replacement = PackK4 { format, k, mn, groups, tail, matrix_offsets, output: output.clone() };
         let batch: usize = output.shape.as_concrete()?.iter().product();
-        (batch == replacement.matrix_offsets.len()).then_some(replacement)
+        (batch == matrix_offsets.len()).then_some(ActivationLayout {
+            k,
+            mn,
+            k_stride: strides[k_axis],
+            matrix_offsets,
+            packer: &**packer,
+        })
+    }
+}
+
+/// Replacement for tract's `OptMatMulPack` of 8-bit matrices whose MN axis is contiguous,
+/// packed as `PackedI8K4`. tract plans a channels-first 1x1 convolution as one matmul per image
+/// row (K = channels, MN = the row's positions), so the input holds a batch of matrices: one
+/// per index of the other axes, in row-major order, as tract's op makes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackK4 {
+    format: PackedI8K4,
+    k: usize,
+    mn: usize,
+    /// Input offsets of the four K rows of each full group, and of the rows of the last partial one.
+    groups: Vec<[usize; 4]>,
+    tail: Vec<usize>,
+    /// Offset in the input of each matrix of the batch.
+    matrix_offsets: Vec<usize>,
+    output: TypedFact,
+}
+
+impl PackK4 {
+    /// The replacement for `op` reading `input`, when it covers the case; `None` leaves tract's op.
+    pub fn replacing(op: &OptMatMulPack, input: &TypedFact, output: &TypedFact) -> Option<Self> {
+        let layout = ActivationLayout::of(op, input, output)?;
+        let format = layout.packer.downcast_ref::<PackedI8K4>()?.clone();
+        let rows: Vec<usize> = (0..layout.k).map(|row| row * layout.k_stride).collect();
+        let (groups, tail) = groups_of_four(&rows);
+        let ActivationLayout { k, mn, matrix_offsets, .. } = layout;
+        Some(PackK4 { format, k, mn, groups, tail, matrix_offsets, output: output.clone() })
     }
 
     /// Packs one `k` x `mn` matrix whose K rows are consecutive runs of `mn` values.
@@ -360,16 +398,6 @@ impl TypedOp for PackK4 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn random_bytes(len: usize, seed: u64) -> Vec<i8> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (state >> 56) as i8
-            })
-            .collect()
-    }
 
     /// tract's packer on each image row of a [1, k, rows, mn] input (a 1x1 convolution's batch).
     fn tract_pack(k: usize, rows: usize, mn: usize, r: usize, values: &[i8]) -> Vec<Vec<u8>> {
