@@ -21,7 +21,8 @@
 //! - [`FastPool`]: max and average pools with each kernel tap a contiguous run of the output row.
 //! - [`pool_bytes`]: the stem's max pool on the convolution's u8 output, before its dequantize.
 //! - [`row_stores`]: the 1x1 convolutions' matmuls turned so that tract's 16x16 VNNI kernel
-//!   stores their output a row at a time instead of a byte at a time.
+//!   stores their output a row at a time instead of a byte at a time; `amx_row_stores` (x86)
+//!   the same for its AMX kernel, with the operands repacked for their new sides.
 
 mod affine_relu_quantize;
 mod byte_table;
@@ -38,12 +39,14 @@ pub use im2col_k4::Im2ColK4;
 pub use pack_amx::PackAmxA;
 pub use pack_k4::PackK4;
 pub use pool::FastPool;
+use tract_linalg::mmm::MMMInputFormat;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::OptMaxPool;
 use tract_onnx::tract_core::ops::cnn::OptSumPool;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
+use tract_onnx::tract_core::ops::matmul::optimized::MatMulOperand;
 use tract_onnx::tract_core::ops::matmul::pack::OptMatMulPack;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
 
@@ -277,7 +280,8 @@ pub struct Prepared {
     /// [`Im2ColK4`]s switched to tap-major K, with their convolution's weights permuted to match
     /// ([`tap_major_convolutions`]).
     pub im2col_tap_major: usize,
-    /// Matmuls with their operands swapped so the kernel stores whole rows ([`row_stores`]).
+    /// Matmuls with their operands swapped so the kernel stores whole rows ([`row_stores`],
+    /// and `amx_row_stores` on x86).
     pub matmuls_turned_for_row_stores: usize,
     /// Max pools moved before their input's dequantize, onto bytes ([`pool_bytes`]).
     pub pools_on_bytes: usize,
@@ -361,13 +365,28 @@ pub fn row_stores(model: &mut TypedModel) -> TractResult<usize> {
 fn turned_for_row_stores(
     op: &tract_onnx::tract_core::ops::matmul::optimized::OptMatMul,
 ) -> TractResult<Option<tract_onnx::tract_core::ops::matmul::optimized::OptMatMul>> {
+    // Each packing pair must read the same for A and B: the packed operands swap as they are.
+    turned(op, ROW_STORE_KERNEL, |a, b| a == b, |operand| Ok(Some(operand.clone())))
+}
+
+/// `op`, run by `kernel_name`, with A and B swapped, when its 8-bit output has its M axis
+/// contiguous and its N axis not, and `packings_fit` accepts each packing pair it may use (A's
+/// format, B's), none with a panel extractor; `None` otherwise. `operand` gives what each
+/// operand becomes on its new side (`None`: no turn); inputs wired from other nodes are the
+/// caller's to repack.
+fn turned(
+    op: &tract_onnx::tract_core::ops::matmul::optimized::OptMatMul,
+    kernel_name: &str,
+    packings_fit: impl Fn(&dyn MMMInputFormat, &dyn MMMInputFormat) -> bool,
+    operand: impl Fn(&MatMulOperand) -> TractResult<Option<MatMulOperand>>,
+) -> TractResult<Option<tract_onnx::tract_core::ops::matmul::optimized::OptMatMul>> {
     use tract_linalg::mmm::OutputStoreSpec;
     use tract_onnx::tract_core::ops::matmul::optimized::{OptMatMul, ProtoFusedSpec};
     let [kernel] = op.mmm.as_slice() else { return Ok(None) };
     let (Some(m_axis), Some(n_axis)) = (op.c_m_axis, op.c_n_axis) else { return Ok(None) };
     let Some(shape) = op.c_fact.shape.as_concrete() else { return Ok(None) };
     let strides = Tensor::natural_strides(shape);
-    if kernel.name() != ROW_STORE_KERNEL
+    if kernel.name() != kernel_name
         || op.c_fact.datum_type.size_of() != 1
         || strides[m_axis] != 1
         || strides[n_axis] == 1
@@ -379,16 +398,16 @@ fn turned_for_row_stores(
     for micro_op in &op.micro_ops {
         micro_ops.push(match micro_op {
             ProtoFusedSpec::AddMatMul { geo, a, b, packings: chosen } => {
-                // Each packing pair must read the same for A and B, and no panel extractor.
-                let alike = chosen.iter().all(|(index, extractor)| {
-                    extractor.is_none() && packings.get(*index).is_some_and(|(pa, pb)| **pa == **pb)
+                let fit = chosen.iter().all(|(index, extractor)| {
+                    extractor.is_none() && packings.get(*index).is_some_and(|(pa, pb)| packings_fit(&**pa, &**pb))
                 });
-                if !alike {
+                if !fit {
                     return Ok(None);
                 }
                 let mut geo = geo.clone();
                 std::mem::swap(&mut geo.c_to_a_axis_mapping, &mut geo.c_to_b_axis_mapping);
-                ProtoFusedSpec::AddMatMul { geo, a: b.clone(), b: a.clone(), packings: chosen.clone() }
+                let (Some(new_a), Some(new_b)) = (operand(b)?, operand(a)?) else { return Ok(None) };
+                ProtoFusedSpec::AddMatMul { geo, a: new_a, b: new_b, packings: chosen.clone() }
             }
             ProtoFusedSpec::BinPerRow(slot, bin, map) => ProtoFusedSpec::BinPerCol(*slot, *bin, map.clone()),
             ProtoFusedSpec::BinPerCol(slot, bin, map) => ProtoFusedSpec::BinPerRow(*slot, *bin, map.clone()),
@@ -420,13 +439,81 @@ fn turned_for_row_stores(
     .map(Some)
 }
 
+/// The AMX int8 kernel [`amx_row_stores`] knows. Its tile rows are M (one register per row of
+/// 16 N) like [`ROW_STORE_KERNEL`]'s, with the same two stores; it takes A as `PackedAmxA` and B
+/// as `PackedI8K4`, both 16 wide.
+#[cfg(target_arch = "x86_64")]
+const AMX_KERNEL: &str = "avx512amx_mmm_i32_16x16";
+
+/// [`row_stores`] for [`AMX_KERNEL`], where A and B are packed differently, so the operands are
+/// repacked at load time: for each matmul whose A is activations packed by [`PackAmxA`] for it
+/// alone and whose B is weights baked into it (a 1x1 convolution with more positions than output
+/// channels), the weights become A (`PackedAmxA`, [`pack_amx::amx_weights`]), the activations
+/// become B (packed `PackedI8K4` by [`PackK4`], which the pre-activation fusion then writes in
+/// place), and the matmul is turned. On a Sapphire Rapids VM, 20 such matmuls at 128x128 were
+/// stored byte by byte, and their activations packed by a transpose.
+#[cfg(target_arch = "x86_64")]
+pub fn amx_row_stores(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_linalg::mmm::MMMInputValue;
+    use tract_linalg::x86_64::amx::PackedAmxA;
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    // The formats `amx_weights` and `PackAmxA::as_k4` make.
+    let fits = |a: &dyn MMMInputFormat, b: &dyn MMMInputFormat| {
+        a.downcast_ref::<PackedAmxA>().is_some_and(|a| a.r == 16)
+            && b.downcast_ref::<tract_linalg::pack::PackedI8K4>().is_some_and(|b| b.r == 16)
+    };
+    let mut turned_count = 0;
+    for id in 0..model.nodes.len() {
+        let node = &model.nodes[id];
+        let Some(matmul) = node.op_as::<OptMatMul>() else { continue };
+        let products = products(matmul);
+        // The weights are baked into the matmul as a constant operand.
+        let [(MatMulOperand::Input(a), MatMulOperand::Const(_))] = products.as_slice() else { continue };
+        let activations = node.inputs[*a];
+        let Some(pack) = model.nodes[activations.node].op_as::<PackAmxA>() else { continue };
+        if model.nodes[activations.node].outputs[0].successors.as_slice() != [InletId::new(id, *a)] {
+            continue;
+        }
+        let repack = |operand: &MatMulOperand| -> TractResult<Option<MatMulOperand>> {
+            Ok(match operand {
+                // The activations: `PackK4` below packs them for B.
+                MatMulOperand::Input(i) => Some(MatMulOperand::Input(*i)),
+                MatMulOperand::Const(weights) => pack_amx::amx_weights(&**weights)?
+                    .map(|repacked| MatMulOperand::Const(Box::new(repacked) as Box<dyn MMMInputValue>)),
+            })
+        };
+        let Some(turned_op) = turned(matmul, AMX_KERNEL, fits, repack)? else { continue };
+        let k4 = pack.as_k4();
+        model.nodes[activations.node].outputs[0].fact = k4.output_fact().clone();
+        model.nodes[activations.node].op = Box::new(k4);
+        model.nodes[id].op = Box::new(turned_op);
+        turned_count += 1;
+    }
+    Ok(turned_count)
+}
+
+/// The (A, B) operands of each product a matmul sums.
+fn products(
+    matmul: &tract_onnx::tract_core::ops::matmul::optimized::OptMatMul,
+) -> Vec<(&MatMulOperand, &MatMulOperand)> {
+    use tract_onnx::tract_core::ops::matmul::optimized::ProtoFusedSpec;
+    matmul
+        .micro_ops
+        .iter()
+        .filter_map(|op| match op {
+            ProtoFusedSpec::AddMatMul { a, b, .. } => Some((a, b)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Switches each [`Im2ColK4`] that can to tap-major K ([`Im2ColK4::tap_major`]), where its only
 /// reader is an `OptMatMul` whose weights are a constant read by nothing else: the constant's
 /// packed K rows are permuted the same way ([`im2col_k4::tap_major_weights`]). Packing then copies
 /// contiguous runs instead of interleaving four rows per group.
 pub fn tap_major_convolutions(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::konst::Const;
-    use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
     let mut switched = 0;
     for id in 0..model.nodes.len() {
         let node = &model.nodes[id];
@@ -434,14 +521,7 @@ pub fn tap_major_convolutions(model: &mut TypedModel) -> TractResult<usize> {
         let [reader] = node.outputs[0].successors.as_slice() else { continue };
         let matmul_node = &model.nodes[reader.node];
         let Some(matmul) = matmul_node.op_as::<OptMatMul>() else { continue };
-        let products: Vec<(&MatMulOperand, &MatMulOperand)> = matmul
-            .micro_ops
-            .iter()
-            .filter_map(|op| match op {
-                ProtoFusedSpec::AddMatMul { a, b, .. } => Some((a, b)),
-                _ => None,
-            })
-            .collect();
+        let products = products(matmul);
         let [(MatMulOperand::Input(a), MatMulOperand::Input(b))] = products.as_slice() else { continue };
         if *b != reader.slot || matmul_node.inputs.iter().filter(|&&i| i == OutletId::new(id, 0)).count() != 1 {
             continue;
@@ -514,6 +594,14 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
     }
     prepared.im2col_tap_major = tap_major_convolutions(model)?;
     prepared.matmuls_turned_for_row_stores = row_stores(model)?;
+    #[cfg(target_arch = "x86_64")]
+    {
+        let turned = amx_row_stores(model)?;
+        prepared.matmuls_turned_for_row_stores += turned;
+        // Their activations are now packed by `PackK4`.
+        prepared.amx_packs_replaced -= turned;
+        prepared.packs_replaced += turned;
+    }
     // Before the fusions, so that they are made on the moved pool's outputs.
     prepared.pools_on_bytes = pool_bytes(model)?;
     // Fusions read the quantize ops replaced above.

@@ -49,6 +49,28 @@ impl Geometry {
             (self.output[axis] - 1) * self.strides[axis] + (self.kernel[axis] - 1) * self.dilations[axis] + 1
         })
     }
+
+    /// Bytes per row of the padded input as it is stored: its columns split by their phase
+    /// modulo the horizontal stride ([`Self::column`]).
+    fn row_len(&self) -> usize {
+        let stride = self.strides[1];
+        self.padded()[1].div_ceil(stride) * stride
+    }
+
+    /// Bytes per channel of the stored padded input.
+    fn plane(&self) -> usize {
+        self.padded()[0] * self.row_len()
+    }
+
+    /// Where column `j` of a padded row is stored. With a horizontal stride `s` > 1 a row is stored
+    /// as its `s` phases one after the other (columns 0, s, 2s.., then 1, s + 1..), so that the
+    /// patches of consecutive output positions start at consecutive bytes, as at stride 1, and
+    /// a run of them is a contiguous copy. A patch's K rows then sit at the same offsets from
+    /// its top-left value for every output position: `column(x * s + o) = x + column(o)`.
+    fn column(&self, j: usize) -> usize {
+        let stride = self.strides[1];
+        (j % stride) * self.padded()[1].div_ceil(stride) + j / stride
+    }
 }
 
 /// Consecutive output positions `lane..lane + len` of `panel` whose patches' top-left values are
@@ -125,13 +147,13 @@ impl Im2ColK4 {
         if geometry.n() == 0 || geometry.k() == 0 {
             return None;
         }
-        let [padded_h, padded_w] = geometry.padded();
+        let (row_len, plane) = (geometry.row_len(), geometry.plane());
         let mut runs: Vec<Run> = Vec::new();
         for (n, (y, x)) in
             (0..geometry.output[0]).flat_map(|y| (0..geometry.output[1]).map(move |x| (y, x))).enumerate()
         {
             let (panel, lane) = (n / format.r, n % format.r);
-            let position = y * geometry.strides[0] * padded_w + x * geometry.strides[1];
+            let position = y * geometry.strides[0] * row_len + geometry.column(x * geometry.strides[1]);
             match runs.last_mut() {
                 Some(run) if run.panel == panel && run.position + run.len == position => run.len += 1,
                 _ => runs.push(Run { panel, lane, len: 1, position }),
@@ -141,7 +163,7 @@ impl Im2ColK4 {
         let k_offsets: Vec<usize> = (0..channels)
             .flat_map(|c| (0..kernel_h).flat_map(move |ky| (0..kernel_w).map(move |kx| (c, ky, kx))))
             .map(|(c, ky, kx)| {
-                c * padded_h * padded_w + ky * geometry.dilations[0] * padded_w + kx * geometry.dilations[1]
+                c * plane + ky * geometry.dilations[0] * row_len + geometry.column(kx * geometry.dilations[1])
             })
             .collect();
         let (groups, tail) = super::pack_k4::groups_of_four(&k_offsets);
@@ -153,21 +175,22 @@ impl Im2ColK4 {
     }
 
     /// The same im2col with K in tap-major order ([`KOrder::TapMajor`]), when the channels come
-    /// in fours and the kernel has more than one tap; the matmul's weights must be permuted with
+    /// in fours, the kernel has more than one tap and the horizontal stride is 1; the matmul's weights must be permuted with
     /// [`tap_major_weights`].
     pub fn tap_major(&self) -> Option<Self> {
         let g = &self.geometry;
         let [kernel_h, kernel_w] = g.kernel;
         if !g.channels.is_multiple_of(4)
+            || g.strides[1] != 1
             || kernel_h * kernel_w < 2
             || !matches!(self.order, KOrder::ChannelMajor { .. })
         {
             return None;
         }
-        let padded_w = g.padded()[1];
+        let row_len = g.row_len();
         let taps = (0..kernel_h)
             .flat_map(|ky| (0..kernel_w).map(move |kx| (ky, kx)))
-            .map(|(ky, kx)| ky * g.dilations[0] * padded_w + kx * g.dilations[1])
+            .map(|(ky, kx)| ky * g.dilations[0] * row_len + g.column(kx * g.dilations[1]))
             .collect();
         Some(Self { order: KOrder::TapMajor { taps }, ..self.clone() })
     }
@@ -181,19 +204,31 @@ impl Im2ColK4 {
         self.format.single_panel_len(self.geometry.k())
     }
 
-    /// The channels-first `input` inside a border of `pad`, cut to what the patches read.
+    /// The channels-first `input` inside a border of `pad`, cut to what the patches read, each row
+    /// stored by phases of the horizontal stride ([`Geometry::column`]).
     fn pad_input(&self, input: &[u8], pad: u8) -> Vec<u8> {
         let g = &self.geometry;
-        let [padded_h, padded_w] = g.padded();
-        let mut padded = vec![pad; g.channels * padded_h * padded_w];
+        let (row_len, plane) = (g.row_len(), g.plane());
+        let mut padded = vec![pad; g.channels * plane];
         let [rows, cols] = g.copied();
-        for (source, target) in
-            input.chunks_exact(g.input[0] * g.input[1]).zip(padded.chunks_exact_mut(padded_h * padded_w))
-        {
+        for (source, target) in input.chunks_exact(g.input[0] * g.input[1]).zip(padded.chunks_exact_mut(plane)) {
             for y in 0..rows {
                 let from = &source[y * g.input[1]..][..cols];
-                let to = (g.pad_before[0] + y) * padded_w + g.pad_before[1];
-                target[to..to + cols].copy_from_slice(from);
+                let to = &mut target[(g.pad_before[0] + y) * row_len..][..row_len];
+                if g.strides[1] == 1 {
+                    to[g.pad_before[1]..][..cols].copy_from_slice(from);
+                } else {
+                    // Phase by phase: the input columns of one phase are every `stride`-th.
+                    let stride = g.strides[1];
+                    for phase in 0..stride {
+                        let first = (phase + stride - g.pad_before[1] % stride) % stride;
+                        let Some(from) = from.get(first..) else { continue };
+                        let to = &mut to[g.column(g.pad_before[1] + first)..];
+                        for (to, &value) in to.iter_mut().zip(from.iter().step_by(stride)) {
+                            *to = value;
+                        }
+                    }
+                }
             }
         }
         padded
@@ -661,5 +696,43 @@ mod tests {
             };
             assert_same_as_tract(case, 10 + seed as u64);
         }
+    }
+
+    #[test]
+    fn same_bytes_as_tract_for_the_densenet_stem() {
+        // The stem: 3 channels, 7x7 at stride 2, padding 3; its rows are stored by stride phase,
+        // so its runs of 16 output positions are contiguous copies. Also an odd padded width
+        // (phases of unequal length) and a dilation that crosses phases.
+        let case = Case {
+            channels: 3,
+            input: [32, 32],
+            kernel: [7, 7],
+            strides: [2, 2],
+            dilations: [1, 1],
+            padding: PaddingSpec::Explicit(tvec![3, 3], tvec![3, 3]),
+            pad_value: Some(-128),
+        };
+        assert_same_as_tract(case, 20);
+        let case = Case {
+            channels: 2,
+            input: [13, 37],
+            kernel: [3, 3],
+            strides: [1, 2],
+            dilations: [1, 3],
+            padding: PaddingSpec::Explicit(tvec![1, 2], tvec![2, 1]),
+            pad_value: Some(9),
+        };
+        assert_same_as_tract(case, 21);
+        // Rows narrower than the stride, starting in the last phase.
+        let case = Case {
+            channels: 4,
+            input: [5, 2],
+            kernel: [2, 3],
+            strides: [1, 3],
+            dilations: [1, 1],
+            padding: PaddingSpec::Explicit(tvec![0, 2], tvec![1, 2]),
+            pad_value: Some(-1),
+        };
+        assert_same_as_tract(case, 22);
     }
 }

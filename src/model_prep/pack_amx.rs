@@ -11,12 +11,14 @@
 //! 16 channels x 16 positions block is transposed in SSE2 registers (four rounds of unpacks) and
 //! stored as 16 rows of 16 bytes; only the padding is zeroed.
 
-use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
+use tract_linalg::mmm::{EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
+use tract_linalg::pack::PackedI8K4;
 use tract_linalg::x86_64::amx::PackedAmxA;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::matmul::pack::OptMatMulPack;
+use tract_onnx::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
 
+use super::PackK4;
 use super::pack_k4::ActivationLayout;
 
 /// Replacement for tract's `OptMatMulPack` of 8-bit matrices whose MN axis is contiguous, packed
@@ -40,6 +42,19 @@ impl PackAmxA {
         let format = layout.packer.downcast_ref::<PackedAmxA>()?.clone();
         let ActivationLayout { k, mn, k_stride, matrix_offsets, .. } = layout;
         Some(PackAmxA { format, k, mn, k_stride, matrix_offsets, output: output.clone() })
+    }
+
+    /// The same matrices packed `PackedI8K4` with the same panel width: the AMX kernels' B format,
+    /// for a matmul turned so that these activations are its B operand ([`super::amx_row_stores`]).
+    pub(super) fn as_k4(&self) -> PackK4 {
+        let format = PackedI8K4::new(self.format.r);
+        let packed = DynPackedExoticFact {
+            k: self.k.to_dim(),
+            mn: self.mn.to_dim(),
+            packers: vec![Box::new(format.clone()) as Box<dyn MMMInputFormat>],
+        };
+        let output = TypedFact { exotic_fact: None, ..self.output.clone() }.with_exotic_fact(packed);
+        PackK4::strided(format, self.k, self.mn, self.k_stride, self.matrix_offsets.clone(), output)
     }
 
     /// Bytes of one position's row: K rounded up to the 64 bytes a tile row reads.
@@ -93,6 +108,38 @@ impl PackAmxA {
             mn: self.mn,
         }))
     }
+}
+
+/// Packed weights `weights` (a constant `PackedI8K4` matrix, as tract packs a convolution's weights
+/// for the B side of its AMX kernel) repacked as `PackedAmxA` with the same panel width, for the
+/// A side; `None` when they are not such a matrix. Byte `(k, row i)` of a panel moves from
+/// `(k / 4) * 4r + 4i + k % 4` to `i * (K rounded up to 64) + k`; the K padding is 0.
+pub fn amx_weights(weights: &dyn MMMInputValue) -> TractResult<Option<EagerPackedInput>> {
+    let Some(value) = weights.downcast_ref::<EagerPackedInput>() else { return Ok(None) };
+    let Some(k4) = value.fact.format.downcast_ref::<PackedI8K4>() else { return Ok(None) };
+    let (k, mn, r) = (value.fact.k, value.mn, k4.r);
+    if mn == 0 || value.panel_bytes != k4.single_panel_len(k) {
+        return Ok(None);
+    }
+    let amx = PackedAmxA::new(r);
+    let panel_len = amx.single_panel_len(k);
+    let row_len = panel_len / r;
+    let old = value.packed.as_bytes();
+    let mut new = vec![0u8; mn.div_ceil(r) * panel_len];
+    for (old_panel, new_panel) in old.chunks(value.panel_bytes).zip(new.chunks_mut(panel_len)) {
+        for (i, row) in new_panel.chunks_exact_mut(row_len).enumerate() {
+            for (kk, byte) in row[..k].iter_mut().enumerate() {
+                *byte = old_panel[(kk / 4) * 4 * r + 4 * i + kk % 4];
+            }
+        }
+    }
+    let alignment = amx.alignment();
+    Ok(Some(EagerPackedInput {
+        fact: PackedExoticFact { format: Box::new(amx), k, mn: mn.to_dim() },
+        packed: Arc::new(Blob::from_bytes_alignment(&new, alignment)?),
+        panel_bytes: panel_len,
+        mn,
+    }))
 }
 
 /// Writes the transpose of a 16x16 byte block: row `i` of `source` (16 bytes at `i *
@@ -188,6 +235,38 @@ impl TypedOp for PackAmxA {
 mod tests {
     use super::super::pack_k4::random_bytes;
     use super::*;
+
+    /// The repacked weights are tract's own `PackedAmxA` packing of the same matrix, for K not a
+    /// multiple of 4 or 64 and a partial last panel.
+    #[test]
+    fn amx_weights_are_tracts_amx_packing_of_the_same_matrix() {
+        use tract_linalg::mmm::MMMInputFormat;
+        for (k, mn, seed) in [(128, 32, 1), (147, 21, 2), (64, 16, 3), (5, 3, 4)] {
+            let values = random_bytes(k * mn, seed);
+            let matrix = Tensor::from_shape(&[k, mn], &values).expect("matrix");
+            let pack = |format: &dyn MMMInputFormat| format.prepare_one(&matrix, 0, 1).expect("tract packs");
+            let k4 = pack(&PackedI8K4::new(16));
+            let expected = pack(&PackedAmxA::new(16));
+            let expected = expected.downcast_ref::<EagerPackedInput>().expect("eager");
+            let repacked = amx_weights(&*k4).expect("repack").expect("a K4 matrix");
+            assert_eq!((repacked.k(), repacked.mn(), repacked.panel_bytes), (k, mn, expected.panel_bytes));
+            assert!(repacked.format().dyn_eq(expected.format()), "format");
+            let panels = mn.div_ceil(16);
+            let real = |bytes: &[u8]| -> Vec<u8> {
+                // Rows past MN in the last panel are never read into an output; compare the rest.
+                bytes
+                    .chunks(expected.panel_bytes)
+                    .enumerate()
+                    .flat_map(|(p, panel)| {
+                        let rows = 16.min(mn - p * 16);
+                        panel[..rows * expected.panel_bytes / 16].to_vec()
+                    })
+                    .collect()
+            };
+            assert_eq!(repacked.packed.len(), panels * expected.panel_bytes);
+            assert_eq!(real(repacked.packed.as_bytes()), real(expected.packed.as_bytes()), "k {k} mn {mn}");
+        }
+    }
 
     /// tract's packer on each image row of a [1, k, rows, mn] input.
     fn tract_pack(k: usize, rows: usize, mn: usize, r: usize, values: &[i8]) -> Vec<Vec<u8>> {

@@ -280,10 +280,23 @@ impl PackK4 {
     pub fn replacing(op: &OptMatMulPack, input: &TypedFact, output: &TypedFact) -> Option<Self> {
         let layout = ActivationLayout::of(op, input, output)?;
         let format = layout.packer.downcast_ref::<PackedI8K4>()?.clone();
-        let rows: Vec<usize> = (0..layout.k).map(|row| row * layout.k_stride).collect();
+        let ActivationLayout { k, mn, k_stride, matrix_offsets, .. } = layout;
+        Some(Self::strided(format, k, mn, k_stride, matrix_offsets, output.clone()))
+    }
+
+    /// Packs the `k` x `mn` matrices at `matrix_offsets` of the input, whose K rows are `k_stride`
+    /// apart and whose MN axis is contiguous, into `format`; `output` is the packed fact.
+    pub(super) fn strided(
+        format: PackedI8K4,
+        k: usize,
+        mn: usize,
+        k_stride: usize,
+        matrix_offsets: Vec<usize>,
+        output: TypedFact,
+    ) -> Self {
+        let rows: Vec<usize> = (0..k).map(|row| row * k_stride).collect();
         let (groups, tail) = groups_of_four(&rows);
-        let ActivationLayout { k, mn, matrix_offsets, .. } = layout;
-        Some(PackK4 { format, k, mn, groups, tail, matrix_offsets, output: output.clone() })
+        PackK4 { format, k, mn, groups, tail, matrix_offsets, output }
     }
 
     /// Packs one `k` x `mn` matrix whose K rows are consecutive runs of `mn` values.

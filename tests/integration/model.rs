@@ -247,8 +247,8 @@ fn typed_int8_model(side: usize) -> tract_onnx::prelude::TypedModel {
 
 /// Runs `typed` with tract's own optimisation, ops and evaluation, and prepared and evaluated
 /// through `eval_node` as `Classifier` does, on each input: the output bits must be the same.
-/// Returns what preparation changed, and whether tract's optimisation chose the 16x16 AVX-512
-/// VNNI kernel for the int8 matmuls on this CPU.
+/// Returns what preparation changed, and whether tract's optimisation chose a 16x16 int8 kernel
+/// that stores rows (AVX-512 VNNI, or AMX) for the int8 matmuls on this CPU.
 fn assert_prepared_is_bit_identical(
     typed: tract_onnx::prelude::TypedModel,
     inputs: &[(String, tract_onnx::prelude::Tensor)],
@@ -256,11 +256,9 @@ fn assert_prepared_is_bit_identical(
     use tract_onnx::prelude::*;
     use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
     let optimized = typed.clone().into_optimized().unwrap();
-    let wide = optimized
-        .nodes
-        .iter()
-        .filter_map(|n| n.op_as::<OptMatMul>())
-        .any(|m| m.mmm.iter().any(|kernel| kernel.name() == "avx512vnni_mmm_i32_16x16"));
+    let wide = optimized.nodes.iter().filter_map(|n| n.op_as::<OptMatMul>()).any(|m| {
+        m.mmm.iter().any(|kernel| ["avx512vnni_mmm_i32_16x16", "avx512amx_mmm_i32_16x16"].contains(&kernel.name()))
+    });
     let (prepared, report) = kidney_screen::model_prep::optimize_and_prepare(typed).unwrap();
     eprintln!("{report:?}");
     let tract_plan = optimized.into_runnable().unwrap();
@@ -318,17 +316,18 @@ fn prepared_int8_graph_gives_bit_identical_outputs() {
     let tap_major = if report.im2col_ops_replaced > 0 { 58 } else { 0 };
     assert_eq!(report.im2col_tap_major, tap_major, "{report:?}");
     // Where the int8 kernels take those packings, every 1x1 convolution's activations are packed
-    // by us: K=4-inner (`PackK4`, then written by the pre-activation itself), or, for the matmuls
-    // tract runs on AMX tiles with the activations as A (x86 with AMX-INT8: 20 of them at
-    // 128x128), `PackAmxA`.
+    // by us, K=4-inner (`PackK4`, then written by the pre-activation itself). On AMX the 20
+    // matmuls tract runs with the activations as A are turned (below), so their activations are
+    // B and K=4-inner too; `PackAmxA` is left for any it could not turn.
     if report.im2col_ops_replaced > 0 {
         assert_eq!(report.packs_replaced + report.amx_packs_replaced, 61, "{report:?}");
     }
     assert_eq!(report.pre_activations_packed, report.packs_replaced, "{report:?}");
     // At 128x128, tract gives the 1x1 convolutions with at least as many positions as output
     // channels M = positions: dense blocks 1 (32x32) and 2 (16x16) and the first two transitions,
-    // 20 matmuls, which the 16x16 VNNI kernel then stores byte by byte unless turned.
+    // 20 matmuls, which the 16x16 VNNI and AMX kernels then store byte by byte unless turned.
     assert_eq!(report.matmuls_turned_for_row_stores, if wide { 20 } else { 0 }, "{report:?}");
+    assert_eq!(report.amx_packs_replaced, 0, "{report:?}");
 }
 
 /// The same at an input size whose feature maps are not whole 16-wide tiles (112x112: dense
