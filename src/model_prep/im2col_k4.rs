@@ -175,8 +175,8 @@ impl Im2ColK4 {
     }
 
     /// The same im2col with K in tap-major order ([`KOrder::TapMajor`]), when the channels come
-    /// in fours, the kernel has more than one tap and the horizontal stride is 1; the matmul's weights must be permuted with
-    /// [`tap_major_weights`].
+    /// in fours, the kernel has more than one tap and the horizontal stride is 1; the matmul's
+    /// weights must be permuted with [`tap_major_weights`].
     pub fn tap_major(&self) -> Option<Self> {
         let g = &self.geometry;
         let [kernel_h, kernel_w] = g.kernel;
