@@ -205,6 +205,7 @@ impl Classifier {
     /// manifest's signature must verify first. The manifest is read once: the bytes verified are
     /// the bytes parsed, and they hold the model file's sha256.
     pub fn load_verified(dir: &Path, public_key: Option<&[u8; 32]>) -> Result<Self> {
+        let started = Instant::now();
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest_bytes = std::fs::read(&manifest_path)
             .with_context(|| format!("cannot read model manifest {}", manifest_path.display()))?;
@@ -223,6 +224,7 @@ impl Classifier {
                 manifest.sha256
             );
         }
+        let read_ms = started.elapsed().as_secs_f64() * 1e3;
         let (w, h) = (manifest.input.width as usize, manifest.input.height as usize);
         prefer_wide_int8_tile();
         let onnx = tract_onnx::onnx();
@@ -234,6 +236,7 @@ impl Classifier {
             .with_input_fact(0, f32::fact([1, 3, h, w]).into())
             .and_then(|m| m.into_typed())
             .with_context(|| format!("cannot prepare model {} for a 1x3x{h}x{w} input", model_path.display()))?;
+        let typed_ms = started.elapsed().as_secs_f64() * 1e3;
         // KIDNEY_SCREEN_TRACT_ONLY=1 keeps tract's own optimisation, ops and evaluation, to
         // measure what preparation buys.
         let tract_only = std::env::var_os("KIDNEY_SCREEN_TRACT_ONLY").is_some();
@@ -263,8 +266,18 @@ impl Classifier {
             "model {} outputs shape {out_shape:?}, the manifest declares 2 classes",
             model_path.display()
         );
+        let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
         let plan = model.into_runnable()?;
         let state = TypedSimpleState::new(&plan)?;
+        // Cold start is a target (README "Speed"): where it goes, at debug level.
+        log::debug!(
+            "{} loaded in {:.0} ms: read and hash {read_ms:.0}, parse and type {:.0}, optimise and prepare {:.0}, plan {:.0}",
+            model_path.display(),
+            started.elapsed().as_secs_f64() * 1e3,
+            typed_ms - read_ms,
+            prepared_ms - typed_ms,
+            started.elapsed().as_secs_f64() * 1e3 - prepared_ms
+        );
         let positive = manifest.positive_index();
         let eval: NodeEval = if tract_only { tract_onnx::tract_core::plan::eval } else { eval_node };
         Ok(Self {

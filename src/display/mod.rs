@@ -16,6 +16,8 @@ pub mod spi;
 #[cfg(test)]
 mod tests;
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, ensure};
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::Rectangle;
@@ -111,6 +113,12 @@ impl Panel {
     }
 }
 
+/// The bar, the thumbnail and the frames-agreeing line are redrawn at most this often; a
+/// change of the shown verdict is drawn at once, with whatever else is pending. Ten updates a
+/// second is more than anyone reads off a bar, and an SPI panel takes about 5 ms to take a new
+/// thumbnail (18 kB at 32 MHz) that would otherwise be sent with every frame.
+pub const DEFAULT_REFRESH: Duration = Duration::from_millis(100);
+
 /// What was last drawn in each region.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Drawn {
@@ -131,6 +139,10 @@ pub struct StatusDisplay<S: DisplaySink> {
     /// None: the panel's content is unknown (start, after safe_state or a failed flush).
     drawn: Option<Drawn>,
     backlight_on: bool,
+    /// Least time between redraws of the regions other than the verdict banner.
+    refresh: Duration,
+    /// Uptime at which those regions were last brought up to date.
+    refreshed_at: Duration,
 }
 
 fn hash_str(s: &str) -> u64 {
@@ -148,7 +160,23 @@ impl<S: DisplaySink> StatusDisplay<S> {
             size.width,
             size.height
         );
-        Ok(Self { canvas: Canvas::new(size), layout: Layout::new(size), sink, op, drawn: None, backlight_on: false })
+        Ok(Self {
+            canvas: Canvas::new(size),
+            layout: Layout::new(size),
+            sink,
+            op,
+            drawn: None,
+            backlight_on: false,
+            refresh: DEFAULT_REFRESH,
+            refreshed_at: Duration::ZERO,
+        })
+    }
+
+    /// Sets the least time between redraws of the bar, thumbnail and agreeing count
+    /// ([`DEFAULT_REFRESH`]); zero redraws them with every frame.
+    pub fn with_refresh(mut self, refresh: Duration) -> Self {
+        self.refresh = refresh;
+        self
     }
 
     pub fn sink(&self) -> &S {
@@ -167,7 +195,8 @@ impl<S: DisplaySink> StatusDisplay<S> {
         self.sink
     }
 
-    /// Draws `s`, flushing only what changed. Returns whether anything was sent to the sink.
+    /// Draws `s`, flushing only what changed (the regions other than the banner at most once per
+    /// refresh interval, by `s.uptime`). Returns whether anything was sent to the sink.
     pub fn update(&mut self, s: &IndicatorState<'_>) -> Result<bool> {
         let now = Drawn {
             verdict: s.verdict,
@@ -177,13 +206,22 @@ impl<S: DisplaySink> StatusDisplay<S> {
             model: hash_str(s.model_id),
             roi: s.roi.is_some(),
         };
-        let result = self.draw(&now, s);
-        // A failed flush leaves the panel unknown: redraw everything next time.
-        self.drawn = if result.is_ok() { Some(now) } else { None };
-        result
+        match self.draw(&now, s) {
+            Ok((shown, flushed)) => {
+                self.drawn = Some(shown);
+                Ok(flushed)
+            }
+            Err(e) => {
+                // A failed flush leaves the panel unknown: redraw everything next time.
+                self.drawn = None;
+                Err(e)
+            }
+        }
     }
 
-    fn draw(&mut self, now: &Drawn, s: &IndicatorState<'_>) -> Result<bool> {
+    /// Draws what is due of `now`; returns what the panel then shows and whether anything was
+    /// flushed.
+    fn draw(&mut self, now: &Drawn, s: &IndicatorState<'_>) -> Result<(Drawn, bool)> {
         let (canvas, layout) = (&mut self.canvas, &self.layout);
         let Some(last) = self.drawn else {
             canvas.fill_rect(&canvas.bounds(), render::BACKGROUND);
@@ -199,36 +237,42 @@ impl<S: DisplaySink> StatusDisplay<S> {
                 self.sink.set_backlight(true)?;
                 self.backlight_on = true;
             }
-            return Ok(true);
+            self.refreshed_at = s.uptime;
+            return Ok((*now, true));
         };
+        let verdict_changed = last.verdict != now.verdict;
+        let refresh_due = verdict_changed || s.uptime.saturating_sub(self.refreshed_at) >= self.refresh;
         canvas.take_dirty();
-        let mut flushed = false;
-        let mut region = |draw: &mut dyn FnMut(&mut Canvas)| -> Result<()> {
+        let mut region = |draw: &mut dyn FnMut(&mut Canvas)| -> Result<bool> {
             draw(&mut *canvas);
-            if let Some(area) = canvas.take_dirty() {
-                self.sink.flush_region(canvas, area)?;
-                flushed = true;
-            }
-            Ok(())
+            let Some(area) = canvas.take_dirty() else { return Ok(false) };
+            self.sink.flush_region(canvas, area)?;
+            Ok(true)
         };
-        if last.verdict != now.verdict {
-            region(&mut |c| render::draw_banner(c, layout, now.verdict))?;
+        let banner = verdict_changed && region(&mut |c| render::draw_banner(c, layout, now.verdict))?;
+        let mut others = false;
+        if refresh_due {
+            if last.milli != now.milli {
+                let op = self.op;
+                others |= region(&mut |c| render::draw_bar(c, layout, &op, now.milli))?;
+            }
+            // ROI pixels change nearly every frame: redraw, and let the canvas tell what changed.
+            if now.roi || last.roi {
+                others |= region(&mut |c| render::draw_thumb(c, layout, s.roi))?;
+            }
+            if (last.agreeing, last.window, last.model) != (now.agreeing, now.window, now.model) {
+                others |= region(&mut |c| render::draw_info(c, layout, now.agreeing, now.window, s.model_id))?;
+            }
         }
-        if last.milli != now.milli {
-            let op = self.op;
-            region(&mut |c| render::draw_bar(c, layout, &op, now.milli))?;
-        }
-        // ROI pixels change nearly every frame: redraw, and let the canvas tell what changed.
-        if now.roi || last.roi {
-            region(&mut |c| render::draw_thumb(c, layout, s.roi))?;
-        }
-        if (last.agreeing, last.window, last.model) != (now.agreeing, now.window, now.model) {
-            region(&mut |c| render::draw_info(c, layout, now.agreeing, now.window, s.model_id))?;
-        }
-        if flushed {
+        if banner || others {
             self.sink.present()?;
         }
-        Ok(flushed)
+        // The interval runs from the last redraw: a change after a quiet spell shows at once.
+        if others {
+            self.refreshed_at = s.uptime;
+        }
+        let shown = if refresh_due { *now } else { Drawn { verdict: now.verdict, ..last } };
+        Ok((shown, banner || others))
     }
 
     /// Blank "OFF" screen, backlight off.

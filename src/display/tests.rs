@@ -229,35 +229,92 @@ fn only_what_changed_is_flushed() {
     assert!(d.sink().flushed.is_empty());
     assert_eq!(d.sink().presents, 1);
 
-    // A new probability: only the bar.
-    assert!(d.update(&IndicatorState { probability: Some(0.2), ..base }).unwrap());
+    // A new probability: only the bar (a refresh interval later).
+    let later = |ms: u64| base.uptime + Duration::from_millis(ms);
+    assert!(d.update(&IndicatorState { probability: Some(0.2), uptime: later(1100), ..base }).unwrap());
     let bar = layout.physical(&layout.bar);
     assert_eq!(d.sink().flushed.len(), 1);
     assert!(inside(&d.sink().flushed[0], &bar), "{:?} outside the bar {bar:?}", d.sink().flushed);
 
     // A new ROI: only the thumbnail.
     d.sink_mut().flushed.clear();
-    assert!(
-        d.update(&IndicatorState { probability: Some(0.2), roi: Some((ROI_SIDE, ROI_SIDE, &moved)), ..base }).unwrap()
-    );
+    let moved_roi =
+        IndicatorState { probability: Some(0.2), roi: Some((ROI_SIDE, ROI_SIDE, &moved)), uptime: later(1200), ..base };
+    assert!(d.update(&moved_roi).unwrap());
     let thumb = layout.physical(&layout.thumb);
     assert_eq!(d.sink().flushed.len(), 1);
     assert!(inside(&d.sink().flushed[0], &thumb));
 
-    // A new verdict and count: banner and info, nothing else.
+    // A new verdict and count: banner and info, nothing else, without waiting for the interval.
     d.sink_mut().flushed.clear();
-    let esrd = IndicatorState {
-        verdict: Some(Verdict::EsrdSuspected),
-        agreeing: 6,
-        probability: Some(0.2),
-        roi: Some((ROI_SIDE, ROI_SIDE, &moved)),
-        ..base
-    };
+    let esrd = IndicatorState { verdict: Some(Verdict::EsrdSuspected), agreeing: 6, uptime: later(1210), ..moved_roi };
     assert!(d.update(&esrd).unwrap());
     let flushed = d.sink().flushed.clone();
     assert_eq!(flushed.len(), 2, "{flushed:?}");
     assert!(inside(&flushed[0], &layout.physical(&layout.banner)));
     assert!(inside(&flushed[1], &layout.physical(&layout.info)));
+}
+
+/// Whether two displays' canvases hold the same pixels.
+fn same_canvas(a: &Canvas, b: &Canvas) -> bool {
+    let size = a.size();
+    size == b.size() && (0..size.height).all(|y| a.row_span(y, 0, size.width) == b.row_span(y, 0, size.width))
+}
+
+#[test]
+fn bar_thumbnail_and_count_redraw_at_most_once_per_refresh_interval() {
+    let (roi, moved) = (roi_pixels(0), roi_pixels(40));
+    let layout = Layout::new(Size::new(240, 240));
+    let mut d = recorder_display();
+    let base = state(&CASES[0], &roi);
+    let at = |ms: u64| base.uptime + Duration::from_millis(ms);
+    assert!(d.update(&base).unwrap());
+    d.sink_mut().flushed.clear();
+
+    // Within the interval a new probability, ROI and count wait.
+    let pending =
+        IndicatorState { probability: Some(0.3), agreeing: 3, roi: Some((ROI_SIDE, ROI_SIDE, &moved)), ..base };
+    assert!(!d.update(&IndicatorState { uptime: at(40), ..pending }).unwrap());
+    assert!(!d.update(&IndicatorState { uptime: at(99), ..pending }).unwrap());
+    assert!(d.sink().flushed.is_empty());
+    // Once it has passed, all three are drawn, and the panel shows what a fresh display would.
+    assert!(d.update(&IndicatorState { uptime: at(100), ..pending }).unwrap());
+    let flushed = d.sink().flushed.clone();
+    assert_eq!(flushed.len(), 3, "bar, thumbnail, count: {flushed:?}");
+    assert!(inside(&flushed[0], &layout.physical(&layout.bar)));
+    assert!(inside(&flushed[1], &layout.physical(&layout.thumb)));
+    assert!(inside(&flushed[2], &layout.physical(&layout.info)));
+    let mut fresh = recorder_display();
+    fresh.update(&IndicatorState { uptime: at(100), ..pending }).unwrap();
+    assert!(same_canvas(d.canvas(), fresh.canvas()), "after the pending redraw");
+
+    // A verdict change is drawn at once, with the bar that was waiting.
+    d.sink_mut().flushed.clear();
+    assert!(!d.update(&IndicatorState { probability: Some(0.7), uptime: at(120), ..pending }).unwrap());
+    let esrd =
+        IndicatorState { verdict: Some(Verdict::EsrdSuspected), probability: Some(0.8), uptime: at(130), ..pending };
+    assert!(d.update(&esrd).unwrap());
+    let flushed = d.sink().flushed.clone();
+    assert_eq!(flushed.len(), 2, "banner and bar: {flushed:?}");
+    assert!(inside(&flushed[0], &layout.physical(&layout.banner)));
+    assert!(inside(&flushed[1], &layout.physical(&layout.bar)));
+    let mut fresh = recorder_display();
+    fresh.update(&esrd).unwrap();
+    assert!(same_canvas(d.canvas(), fresh.canvas()), "after the verdict change");
+
+    // A verdict change alone, inside the interval, leaves a new probability for later.
+    d.sink_mut().flushed.clear();
+    let normal = IndicatorState { verdict: Some(Verdict::Normal), probability: Some(0.2), uptime: at(140), ..esrd };
+    let normal_later = IndicatorState { probability: Some(0.1), uptime: at(150), ..normal };
+    assert!(d.update(&normal).unwrap());
+    assert!(!d.update(&normal_later).unwrap(), "the bar was drawn 10 ms ago");
+    assert!(d.update(&IndicatorState { uptime: at(250), ..normal_later }).unwrap());
+
+    // With a zero interval every change is drawn with its frame.
+    let mut every = recorder_display().with_refresh(Duration::ZERO);
+    assert!(every.update(&base).unwrap());
+    assert!(every.update(&IndicatorState { probability: Some(0.3), ..base }).unwrap());
+    assert!(every.update(&IndicatorState { probability: Some(0.31), ..base }).unwrap());
 }
 
 #[test]

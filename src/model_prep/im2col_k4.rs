@@ -16,6 +16,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::pack_k4::k4_offset;
+
 /// A 2-D convolution's patch geometry, batch 1, one group, channels first.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Geometry {
@@ -53,8 +55,12 @@ impl Geometry {
     /// Bytes per row of the padded input as it is stored: its columns split by their phase
     /// modulo the horizontal stride ([`Self::column`]).
     fn row_len(&self) -> usize {
-        let stride = self.strides[1];
-        self.padded()[1].div_ceil(stride) * stride
+        self.phase_len() * self.strides[1]
+    }
+
+    /// Bytes per stride phase of a stored row ([`Self::column`]).
+    fn phase_len(&self) -> usize {
+        self.padded()[1].div_ceil(self.strides[1])
     }
 
     /// Bytes per channel of the stored padded input.
@@ -69,7 +75,7 @@ impl Geometry {
     /// its top-left value for every output position: `column(x * s + o) = x + column(o)`.
     fn column(&self, j: usize) -> usize {
         let stride = self.strides[1];
-        (j % stride) * self.padded()[1].div_ceil(stride) + j / stride
+        (j % stride) * self.phase_len() + j / stride
     }
 }
 
@@ -331,7 +337,7 @@ pub fn tap_major_weights(weights: &Tensor, channels: usize, taps: usize) -> Trac
         return Ok(None);
     }
     let row_len = k.div_ceil(64) * 64;
-    let offset = |k: usize, row: usize| if k4 { (k / 4) * 4 * r + 4 * row + k % 4 } else { row * row_len + k };
+    let offset = |k: usize, row: usize| if k4 { k4_offset(r, k, row) } else { row * row_len + k };
     let old = value.packed.as_bytes();
     let mut new = old.to_vec();
     for (old_panel, new_panel) in old.chunks(value.panel_bytes).zip(new.chunks_mut(value.panel_bytes)) {
@@ -482,7 +488,7 @@ mod tests {
 
     /// Where byte (k, column) lies in a `PackedI8K4` matrix with `r` columns per panel.
     fn packed_index(panel_bytes: usize, r: usize, k: usize, column: usize) -> usize {
-        (column / r) * panel_bytes + (k / 4) * 4 * r + 4 * (column % r) + k % 4
+        (column / r) * panel_bytes + k4_offset(r, k, column % r)
     }
 
     fn packed_at(bytes: &[u8], panel_bytes: usize, r: usize, k: usize, column: usize) -> u8 {

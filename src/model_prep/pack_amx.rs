@@ -19,7 +19,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
 
 use super::PackK4;
-use super::pack_k4::ActivationLayout;
+use super::pack_k4::{ActivationLayout, k4_offset};
 
 /// Replacement for tract's `OptMatMulPack` of 8-bit matrices whose MN axis is contiguous, packed
 /// as `PackedAmxA`.
@@ -129,7 +129,7 @@ pub fn amx_weights(weights: &dyn MMMInputValue) -> TractResult<Option<EagerPacke
     for (old_panel, new_panel) in old.chunks(value.panel_bytes).zip(new.chunks_mut(panel_len)) {
         for (i, row) in new_panel.chunks_exact_mut(row_len).enumerate() {
             for (kk, byte) in row[..k].iter_mut().enumerate() {
-                *byte = old_panel[(kk / 4) * 4 * r + 4 * i + kk % 4];
+                *byte = old_panel[k4_offset(r, kk, i)];
             }
         }
     }

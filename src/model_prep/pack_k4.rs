@@ -62,6 +62,13 @@ pub(super) fn packed_bytes(tensor: &Tensor) -> (Vec<u8>, usize, usize) {
     (value.packed.as_bytes().to_vec(), value.panel_bytes, value.mn)
 }
 
+/// Where byte `(k, row)` of one `PackedI8K4` panel of `r` rows sits: K in groups of four, each
+/// row's four bytes of a group side by side (the layout the VNNI, SDOT and AMX B-side kernels read).
+#[inline(always)]
+pub(super) fn k4_offset(r: usize, k: usize, row: usize) -> usize {
+    (k / 4) * 4 * r + 4 * row + k % 4
+}
+
 /// Writes `block` (4 bytes per column) from up to four K rows of equal length: column `i` gets
 /// `[a[i], b[i], c[i], d[i]]`, and a missing row (past the end of K) gives 0.
 #[inline(always)]
