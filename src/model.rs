@@ -270,13 +270,13 @@ impl Classifier {
         let plan = model.into_runnable()?;
         let state = TypedSimpleState::new(&plan)?;
         // Cold start is a target (README "Speed"): where it goes, at debug level.
+        let loaded_ms = started.elapsed().as_secs_f64() * 1e3;
         log::debug!(
-            "{} loaded in {:.0} ms: read and hash {read_ms:.0}, parse and type {:.0}, optimise and prepare {:.0}, plan {:.0}",
+            "{} loaded in {loaded_ms:.0} ms: read and hash {read_ms:.0}, parse and type {:.0}, optimise and prepare {:.0}, plan {:.0}",
             model_path.display(),
-            started.elapsed().as_secs_f64() * 1e3,
             typed_ms - read_ms,
             prepared_ms - typed_ms,
-            started.elapsed().as_secs_f64() * 1e3 - prepared_ms
+            loaded_ms - prepared_ms
         );
         let positive = manifest.positive_index();
         let eval: NodeEval = if tract_only { tract_onnx::tract_core::plan::eval } else { eval_node };
