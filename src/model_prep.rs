@@ -188,23 +188,24 @@ fn element_wise<T: ElementWiseMiniOp>(node: &TypedNode) -> Option<&T> {
 /// code generation (without a second declutter, which would split the rows again), then
 /// [`prepare`]. Outputs are bit-identical to `into_optimized` (tested).
 pub fn optimize_and_prepare(model: TypedModel) -> TractResult<(TypedModel, Prepared)> {
-    let started = std::time::Instant::now();
-    let ms = |since: std::time::Instant| since.elapsed().as_secs_f64() * 1e3;
+    use std::time::Instant;
+    let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e3;
+    let started = Instant::now();
     let mut model = model.into_decluttered()?;
-    let decluttered = std::time::Instant::now();
+    let decluttered = Instant::now();
     let merged = merge_pointwise_rows(&mut model)?;
-    let optimizing = std::time::Instant::now();
+    let rows_merged = Instant::now();
     model.optimize()?;
-    let preparing = std::time::Instant::now();
+    let optimized = Instant::now();
     let mut prepared = prepare(&mut model)?;
     prepared.pointwise_rows_merged = merged;
     // Load time counts toward cold start (README "Speed").
     log::debug!(
         "declutter {:.0} ms, merge rows {:.0} ms, tract optimise {:.0} ms, prepare {:.0} ms",
-        ms(started) - ms(decluttered),
-        ms(decluttered) - ms(optimizing),
-        ms(optimizing) - ms(preparing),
-        ms(preparing)
+        ms(started, decluttered),
+        ms(decluttered, rows_merged),
+        ms(rows_merged, optimized),
+        ms(optimized, Instant::now())
     );
     Ok((model, prepared))
 }
