@@ -8,11 +8,15 @@ use anyhow::{Result, ensure};
 
 mod block_sums;
 
-pub use block_sums::{BLOCK, BlockSums, BlockSumsBuffer};
+pub use block_sums::{BLOCK, BlockSums, BlockSumsBuffer, SAMPLE_STEP, SAMPLED_PIXELS, is_sampled_row};
+
+use crate::geometry::Rect;
 
 /// An 8-bit greyscale image, row-major, stride equal to width. Its buffer is reused between
 /// frames: `reshape` only reallocates when the frame grows. A frame written through
-/// [`LumaFrame::write_in_strips`] also carries its 16x16 block sums.
+/// [`LumaFrame::write_rows`] also carries its 16x16 block sums, and may have been written only
+/// partly: whole within a window and on the rows the block sums sample, nowhere else
+/// ([`LumaFrame::holds`] says which pixels can be read).
 #[derive(Debug, Default)]
 pub struct LumaFrame {
     width: u32,
@@ -21,6 +25,9 @@ pub struct LumaFrame {
     sums: BlockSumsBuffer,
     /// Whether `sums` are those of the pixels now in `data`.
     sums_current: bool,
+    /// When the last write covered only part of the frame: the rectangle written whole (the
+    /// sampled rows were written across the whole width). Other pixels are stale.
+    window: Option<Rect>,
 }
 
 impl Clone for LumaFrame {
@@ -38,6 +45,7 @@ impl Clone for LumaFrame {
         self.data.clone_from(&source.data);
         self.sums.clone_from(&source.sums);
         self.sums_current = source.sums_current;
+        self.window = source.window;
     }
 }
 
@@ -68,7 +76,7 @@ impl LumaFrame {
     }
 
     fn from_parts(width: u32, height: u32, data: Vec<u8>) -> Self {
-        Self { width, height, data, sums: BlockSumsBuffer::default(), sums_current: false }
+        Self { width, height, data, sums: BlockSumsBuffer::default(), sums_current: false, window: None }
     }
 
     /// Changes the size, keeping the allocation when it is large enough.
@@ -77,28 +85,60 @@ impl LumaFrame {
         self.height = height;
         self.data.resize(width as usize * height as usize, 0);
         self.sums_current = false;
+        self.window = None;
     }
 
-    /// Writes the whole frame, 16 rows at a time: `write(first_row, rows)` fills the rows it is
-    /// given (the last strip may be shorter), and each strip's block sums are taken right after,
-    /// while it is in cache. An error from `write` leaves the frame without sums.
-    pub fn write_in_strips(&mut self, mut write: impl FnMut(u32, &mut [u8]) -> Result<()>) -> Result<()> {
+    /// Writes the frame a row at a time, 16 rows (a strip) between block sums: `write(y, x, dst)`
+    /// fills row `y` from column `x` on (`dst.len()` pixels). Each strip's block sums are taken
+    /// right after it is written, while it is still in cache.
+    ///
+    /// With a `window` (one that lies inside the frame), only the rows the block sums sample are
+    /// written across the whole width; the other rows are written only within the window. The
+    /// pipeline asks for that once it knows where its ROI is, so that capture reads about a third
+    /// of a 1080p frame instead of all of it. An error from `write` leaves the frame without sums.
+    pub fn write_rows(
+        &mut self,
+        window: Option<Rect>,
+        mut write: impl FnMut(u32, u32, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
         self.sums_current = false;
+        let whole = Rect::new(0, 0, self.width, self.height);
+        self.window = window.filter(|w| w.fits_in(self.width, self.height) && *w != whole);
         let width = self.width as usize;
         if width == 0 {
             return Ok(());
         }
         self.sums.start(self.width, self.height);
         for (strip, rows) in self.data.chunks_mut(BLOCK as usize * width).enumerate() {
-            write((strip * BLOCK as usize) as u32, rows)?;
+            let first = strip as u32 * BLOCK;
+            for (y, row) in (first..).zip(rows.chunks_exact_mut(width)) {
+                match self.window {
+                    Some(w) if !is_sampled_row(y) => {
+                        if (w.y..w.bottom()).contains(&y) {
+                            write(y, w.x, &mut row[w.x as usize..w.right() as usize])?;
+                        }
+                    }
+                    _ => write(y, 0, row)?,
+                }
+            }
             self.sums.add_strip(strip, rows, width);
         }
         self.sums_current = true;
         Ok(())
     }
 
+    /// Whether every pixel of `rect` lies inside the frame and was written by the last write.
+    pub fn holds(&self, rect: Rect) -> bool {
+        rect.fits_in(self.width, self.height) && self.window.is_none_or(|w| w.contains(&rect))
+    }
+
+    /// The window the last write was limited to, or None when the whole frame was written.
+    pub fn window(&self) -> Option<Rect> {
+        self.window
+    }
+
     /// The sums of each whole 16x16 block, row-major, when the frame was written by
-    /// [`LumaFrame::write_in_strips`] and not changed since; else None
+    /// [`LumaFrame::write_rows`] and not changed since; else None
     /// ([`BlockSumsBuffer::compute`] makes them).
     pub fn block_sums(&self) -> Option<&[BlockSums]> {
         self.sums_current.then(|| self.sums.sums())
@@ -112,12 +152,15 @@ impl LumaFrame {
         self.height
     }
 
+    /// Every pixel, those outside a partial write's window included ([`LumaFrame::holds`]).
     pub fn pixels(&self) -> &[u8] {
         &self.data
     }
 
+    /// For writing the whole frame: afterwards every pixel counts as written.
     pub fn pixels_mut(&mut self) -> &mut [u8] {
         self.sums_current = false;
+        self.window = None;
         &mut self.data
     }
 

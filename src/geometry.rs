@@ -37,6 +37,11 @@ impl Rect {
             && u64::from(self.y) + u64::from(self.height) <= u64::from(height)
     }
 
+    /// True when `other` lies wholly inside this rectangle.
+    pub fn contains(&self, other: &Rect) -> bool {
+        other.x >= self.x && other.y >= self.y && other.right() <= self.right() && other.bottom() <= self.bottom()
+    }
+
     /// Largest absolute difference of any edge, in pixels.
     pub fn max_edge_distance(&self, other: &Rect) -> u32 {
         let d = |a: u32, b: u32| a.abs_diff(b);

@@ -12,6 +12,7 @@ use crate::capture::thread::{Ahead, AheadThread, Delivery};
 use crate::capture::{CaptureError, FrameInfo, FrameSource};
 use crate::decision::{Shown, Stabilizer, Verdict, classify};
 use crate::frame::LumaFrame;
+use crate::geometry::Rect;
 use crate::indicator::{Indicator, IndicatorState};
 use crate::model::{Classifier, OperatingPoint};
 use crate::preprocess::Preprocessor;
@@ -74,15 +75,23 @@ pub struct Front {
     locator: ScreenLocator,
     roi: RoiSelector,
     pre: Preprocessor,
+    /// The pixels the last ROI's preprocessing read: all the next frame needs converted whole.
+    window: Option<Rect>,
 }
 
 impl Front {
     /// Locates the image and its ROI; for [`Located::Roi`] the model's input is then in
     /// [`Front::tensor`] and the resized ROI in [`Front::resized`].
     pub fn prepare(&mut self, frame: &LumaFrame) -> Located {
+        self.window = None;
         let area = match self.locator.locate(frame) {
             ScreenState::NoSignal => return Located::NoSignal,
             ScreenState::NoImage => return Located::NoImage,
+            ScreenState::Relocating => {
+                return Located::Dropped(
+                    "the image area moved: it is located on the next frame, converted whole".into(),
+                );
+            }
             ScreenState::Image(area) => area,
         };
         let prepared = self.roi.select(area, frame.width(), frame.height()).and_then(|roi| {
@@ -90,9 +99,20 @@ impl Front {
             Ok(roi)
         });
         match prepared {
-            Ok(roi) => Located::Roi(roi),
+            Ok(roi) => {
+                self.window = Some(self.pre.source_rect(frame.width(), frame.height(), roi));
+                Located::Roi(roi)
+            }
             Err(e) => Located::Dropped(format!("{e:#}")),
         }
+    }
+
+    /// What the next frame needs converted whole, for [`FrameSource::set_window`]: the pixels
+    /// the last ROI was preprocessed from, while the image area is located (screen location
+    /// itself reads only the rows the block sums sample until the image moves); None, for whole
+    /// frames, otherwise.
+    pub fn window(&self) -> Option<Rect> {
+        self.window
     }
 
     pub fn tensor(&self) -> &[f32] {
@@ -156,7 +176,7 @@ impl Pipeline {
         let input_size = pre.input_size();
         let op = op.unwrap_or(m.decision);
         Ok(Self {
-            front: Front { locator, roi, pre },
+            front: Front { locator, roi, pre, window: None },
             back: Back {
                 model,
                 op,
@@ -170,6 +190,11 @@ impl Pipeline {
                 last_shown: Shown { verdict: None, agreeing: 0, window: 0, changed: false },
             },
         })
+    }
+
+    /// [`Front::window`].
+    pub fn window(&self) -> Option<Rect> {
+        self.front.window()
     }
 
     /// The stages before the model and the rest, to run on two threads.
@@ -410,6 +435,7 @@ pub fn run_loop<S: FrameSource + ?Sized>(
             let located = front.prepare(frame);
             back.finish(info.sequence, &located, front.tensor(), front.resized())
         });
+        source.set_window(front.window());
         match outcome {
             Ok(Some(outcome)) => observe(&outcome, source),
             Ok(None) => break,
@@ -438,6 +464,7 @@ impl<S: FrameSource + Send + 'static> Ahead for Preparing<S> {
     fn produce(&mut self, into: &mut Prepared) -> Delivery {
         let Some((frame, info)) = self.source.next_frame()? else { return Ok(None) };
         into.located = self.front.prepare(frame);
+        self.source.set_window(self.front.window());
         if matches!(into.located, Located::Roi(_)) {
             // Into buffers that keep their capacity: nothing allocated once warm.
             into.tensor.clear();

@@ -8,6 +8,7 @@
 use anyhow::{Result, ensure};
 
 use crate::frame::LumaFrame;
+use crate::geometry::Rect;
 use crate::resize::GreyResizer;
 use crate::roi::Roi;
 
@@ -76,6 +77,12 @@ impl Preprocessor {
         Ok(&self.tensor)
     }
 
+    /// The pixels of a `frame_width` x `frame_height` frame that preprocessing `roi` reads (the
+    /// ROI and the resampling filter's reach around it): capture may convert only these whole.
+    pub fn source_rect(&self, frame_width: u32, frame_height: u32, roi: Roi) -> Rect {
+        GreyResizer::source_rect(frame_width, frame_height, roi.rect(), self.width, self.height)
+    }
+
     /// Crop + resize only; the result is `resized()`.
     pub fn resize_roi(&mut self, frame: &LumaFrame, roi: Roi) -> Result<()> {
         let r = roi.rect();
@@ -85,6 +92,13 @@ impl Preprocessor {
             frame.width(),
             frame.height()
         );
+        let reach = self.source_rect(frame.width(), frame.height(), roi);
+        if let Some(window) = frame.window() {
+            ensure!(
+                frame.holds(reach),
+                "ROI {r} reads {reach}, but the frame was converted whole only within {window}"
+            );
+        }
         ensure!(
             frame.pixels().len() == frame.width() as usize * frame.height() as usize,
             "frame buffer does not match its size"
@@ -131,7 +145,6 @@ impl Preprocessor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geometry::Rect;
 
     const NORM: Normalization = Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
@@ -169,6 +182,33 @@ mod tests {
         let mut pre = Preprocessor::new(8, 8, NORM).unwrap();
         pre.resize_roi(&frame, Roi(Rect::new(36, 0, 28, 32))).unwrap();
         assert!(pre.resized().iter().all(|&v| v == 250), "{:?}", pre.resized());
+    }
+
+    #[test]
+    fn a_frame_converted_within_the_source_rect_preprocesses_as_a_whole_one() {
+        let (w, h) = (400u32, 300u32);
+        let pixels: Vec<u8> = (0..w * h).map(|i| ((i * 7919) % 251) as u8).collect();
+        let whole = LumaFrame::from_vec(w, h, pixels.clone()).unwrap();
+        let roi = Roi(Rect::new(101, 57, 230, 170));
+        let mut pre = Preprocessor::new(32, 32, NORM).unwrap();
+        let expected = pre.run(&whole, roi).unwrap().to_vec();
+        let write = |window| {
+            let mut frame = LumaFrame::new(w, h);
+            frame
+                .write_rows(Some(window), |y, x, row| {
+                    let at = (y * w + x) as usize;
+                    row.copy_from_slice(&pixels[at..at + row.len()]);
+                    Ok(())
+                })
+                .unwrap();
+            frame
+        };
+        let reach = pre.source_rect(w, h, roi);
+        assert!(reach.contains(&roi.rect()) && reach != roi.rect(), "{reach}");
+        assert_eq!(pre.run(&write(reach), roi).unwrap(), &expected[..]);
+        // A window that holds the ROI but not the filter's reach around it is refused, not read.
+        let err = pre.run(&write(roi.rect()), roi).unwrap_err();
+        assert!(format!("{err:#}").contains("converted whole only within"), "{err:#}");
     }
 
     #[test]

@@ -168,6 +168,31 @@ impl GreyResizer {
         Self::default()
     }
 
+    /// The pixels of a `src_width` x `src_height` frame that resizing `crop` to `dst_width` x
+    /// `dst_height` reads: the crop and, on each axis that is resized, the filter's reach beyond
+    /// it (its windows are clamped to the frame, not the crop), with a pixel to spare for
+    /// rounding. Capture needs only these converted whole.
+    pub fn source_rect(src_width: u32, src_height: u32, crop: Rect, dst_width: u32, dst_height: u32) -> Rect {
+        let axis = |in_size: u32, start: u32, len: u32, out_size: u32| {
+            let end = start + len;
+            if len == out_size || out_size == 0 {
+                return (start, end);
+            }
+            // As `Axis::precompute` does: the first and last windows' centres, plus the radius.
+            let scale = f64::from(len) / f64::from(out_size);
+            let radius = SUPPORT * scale.max(1.0);
+            let first = (f64::from(start) + 0.5 * scale - radius).floor().max(0.0) as u32;
+            let last = (f64::from(end) - 0.5 * scale + radius).ceil() as u32;
+            (first.min(start).saturating_sub(1), (last.max(end) + 1).min(in_size))
+        };
+        let (x0, x1) = axis(src_width, crop.x, crop.width, dst_width);
+        let (y0, y1) = axis(src_height, crop.y, crop.height, dst_height);
+        if (crop.width, crop.height) == (dst_width, dst_height) {
+            return crop;
+        }
+        Rect::new(x0, y0, x1 - x0, y1 - y0)
+    }
+
     /// Resizes `crop` of the `src_width` x `src_height` frame `src` (row-major, stride = width)
     /// into `dst`, `dst_width` x `dst_height`. The crop must be non-empty and inside the frame.
     pub fn resize(&mut self, src: &[u8], src_width: u32, src_height: u32, crop: Rect, dst: &mut [u8], dst_width: u32) {
@@ -486,6 +511,32 @@ mod tests {
             for (crop, dw, dh) in crops {
                 check(&mut resizer, &src, w, h, crop, dw, dh);
                 check(&mut resizer, &src, w, h, crop, dw, dh);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// A resize reads nothing outside `source_rect`: the same output whatever lies beyond it.
+        #[test]
+        fn reads_only_the_source_rect((w, h, seed, crops) in case()) {
+            let src = noise(w, h, seed);
+            let mut resizer = GreyResizer::new();
+            for (crop, dw, dh) in crops {
+                let reach = GreyResizer::source_rect(w, h, crop, dw, dh);
+                prop_assert!(reach.fits_in(w, h) && reach.contains(&crop), "{reach} for crop {crop} in {w}x{h}");
+                let mut fenced = src.clone();
+                for (i, p) in fenced.iter_mut().enumerate() {
+                    let (x, y) = ((i % w as usize) as u32, (i / w as usize) as u32);
+                    if !(reach.x..reach.right()).contains(&x) || !(reach.y..reach.bottom()).contains(&y) {
+                        *p = !*p;
+                    }
+                }
+                let (mut plain, mut beyond) = (vec![0u8; (dw * dh) as usize], vec![0u8; (dw * dh) as usize]);
+                resizer.resize(&src, w, h, crop, &mut plain, dw);
+                resizer.resize(&fenced, w, h, crop, &mut beyond, dw);
+                prop_assert_eq!(plain, beyond, "crop {} to {}x{} in {}x{}, reach {}", crop, dw, dh, w, h, reach);
             }
         }
     }

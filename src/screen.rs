@@ -5,12 +5,12 @@
 //! the largest connected group of them is the image. Header text, rulers and logos form small
 //! groups of their own and are ignored. Nothing outside the found rectangle goes further.
 
-use crate::frame::{BLOCK, BlockSumsBuffer, LumaFrame};
+use crate::frame::{BLOCK, BlockSumsBuffer, LumaFrame, SAMPLED_PIXELS};
 use crate::geometry::Rect;
 /// A block whose standard deviation is at least this is textured (speckle, tissue).
 const TEXTURE_STD: u64 = 6;
-/// Pixels in a block.
-const BLOCK_PIXELS: u64 = (BLOCK * BLOCK) as u64;
+/// Pixels of a block its sums cover (every fourth row's).
+const BLOCK_PIXELS: u64 = SAMPLED_PIXELS as u64;
 /// A frame whose whole standard deviation is below this is a flat "no signal" screen.
 const FLAT_FRAME_STD: f32 = 3.0;
 /// The image must cover at least this fraction of the screen.
@@ -34,6 +34,9 @@ pub enum ScreenState {
     NoImage,
     /// Not a scanner screen at all: flat colour or noise.
     NoSignal,
+    /// The textured area moved away from the locked image area on a frame that capture
+    /// converted whole only around the ROI: the new edges are found on the next whole frame.
+    Relocating,
 }
 
 /// Finds the image area frame after frame, holding its answer steady against speckle.
@@ -42,6 +45,9 @@ pub struct ScreenLocator {
     /// Frame size the fixed rectangle was measured on (the profile's capture size).
     fixed_frame: Option<(u32, u32)>,
     locked: Option<Rect>,
+    /// The textured region's bounding box (in blocks) when `locked` was last confirmed: while
+    /// the region stays near it, the lock holds without reading pixels.
+    locked_blocks: Rect,
     /// Frame size the locked rectangle was found on: a mode change drops the lock.
     locked_frame: (u32, u32),
     /// Per block: standard deviation >= [`TEXTURE_STD`].
@@ -59,6 +65,7 @@ impl ScreenLocator {
             fixed,
             fixed_frame: None,
             locked: None,
+            locked_blocks: Rect::new(0, 0, 0, 0),
             locked_frame: (0, 0),
             textured: Vec::new(),
             labels: Vec::new(),
@@ -130,13 +137,32 @@ impl ScreenLocator {
             self.locked = None;
             return ScreenState::NoImage;
         }
-        let found = refine_edges(frame, block_box);
         let frame_size = (frame.width(), frame.height());
-        let rect = match self.locked {
-            Some(locked) if self.locked_frame == frame_size && within_tolerance(&locked, &found) => locked,
+        let locked = self.locked.filter(|_| self.locked_frame == frame_size);
+        if let Some(locked) = locked
+            && blocks_within_tolerance(&locked, &self.locked_blocks, &block_box)
+        {
+            // The textured region is where it was when the lock was confirmed, to within the
+            // tolerance (or a block, the texture map's resolution): the image has not moved.
+            // No pixel is read, which lets capture convert whole only the ROI.
+            return ScreenState::Image(locked);
+        }
+        let block_pixels = Rect::new(
+            block_box.x * BLOCK,
+            block_box.y * BLOCK,
+            (block_box.width * BLOCK).min(frame.width() - block_box.x * BLOCK),
+            (block_box.height * BLOCK).min(frame.height() - block_box.y * BLOCK),
+        );
+        if !frame.holds(block_pixels) {
+            return ScreenState::Relocating;
+        }
+        let found = refine_edges(frame, block_box);
+        let rect = match locked {
+            Some(locked) if within_tolerance(&locked, &found) => locked,
             _ => found,
         };
         self.locked = Some(rect);
+        self.locked_blocks = block_box;
         self.locked_frame = frame_size;
         ScreenState::Image(rect)
     }
@@ -238,6 +264,13 @@ fn block_is_textured(sum: u64, squares: u64) -> bool {
 fn within_tolerance(locked: &Rect, found: &Rect) -> bool {
     let tol = (LOCK_TOLERANCE_FRACTION * locked.width.max(locked.height) as f32) as u32;
     locked.max_edge_distance(found) <= tol.max(2)
+}
+
+/// Whether the textured region `blocks` lies within the lock tolerance of `locked_blocks` (both
+/// in blocks), or within a block of it where the tolerance is smaller than a block.
+fn blocks_within_tolerance(locked: &Rect, locked_blocks: &Rect, blocks: &Rect) -> bool {
+    let tol = (LOCK_TOLERANCE_FRACTION * locked.width.max(locked.height) as f32) as u32;
+    locked_blocks.max_edge_distance(blocks) * BLOCK <= tol.max(BLOCK)
 }
 
 /// Block-precision bounding box -> pixel edges: each edge moves inward to the first row or

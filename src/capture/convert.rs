@@ -6,6 +6,7 @@
 use anyhow::{Context, Result, ensure};
 
 use crate::frame::LumaFrame;
+use crate::geometry::Rect;
 
 /// Pixel formats a capture dongle delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -205,10 +206,6 @@ pub fn mjpeg_to_luma(data: &[u8], width: u32, height: u32, out: &mut [u8], scrat
 }
 
 /// Converts a raw or compressed frame of `format` into `out` (resized to width x height).
-///
-/// The luma is written 16 rows at a time ([`LumaFrame::write_in_strips`]), so that the frame
-/// carries its block sums for screen location without a second pass over it: at 1080p that pass
-/// read 2 MB that inference had just evicted from the cache (README "Speed").
 pub fn to_luma(
     format: PixelFormat,
     range: LumaRange,
@@ -218,42 +215,65 @@ pub fn to_luma(
     out: &mut LumaFrame,
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
+    to_luma_within(None, format, range, data, width, height, out, scratch)
+}
+
+/// [`to_luma`], converting whole only the pixels inside `window` and, across the whole width,
+/// the rows the block sums sample ([`LumaFrame::write_rows`]); None, or a window that does not
+/// fit this frame, converts everything.
+///
+/// The luma is written row by row with the block sums taken after every 16 rows, so that the
+/// frame carries them for screen location without a second pass over it: at 1080p that pass
+/// read 2 MB that inference had just evicted from the cache (README "Speed").
+#[allow(clippy::too_many_arguments)]
+pub fn to_luma_within(
+    window: Option<Rect>,
+    format: PixelFormat,
+    range: LumaRange,
+    data: &[u8],
+    width: u32,
+    height: u32,
+    out: &mut LumaFrame,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
     ensure!(width > 0 && height > 0, "frame size {width}x{height} is empty");
-    // Raw formats are checked whole first, so that each strip's slice below is in bounds.
+    // Raw formats are checked whole first, so that each row's slice below is in bounds.
     check_len(format, data, width, height)?;
     out.reshape(width, height);
     let w = width as usize;
-    // Input bytes per pixel of the raw formats, and the rows `first..` of `data` for a strip.
-    let rows_of = |bytes_per_pixel: usize, first: u32, dst: &[u8]| {
-        &data[first as usize * w * bytes_per_pixel..][..dst.len() * bytes_per_pixel]
+    // Input bytes per pixel, and the input for `dst.len()` pixels of row `y` from column `x`.
+    let span_of = |bytes_per_pixel: usize, y: u32, x: u32, dst: &[u8]| {
+        let at = (y as usize * w + x as usize) * bytes_per_pixel;
+        at..at + dst.len() * bytes_per_pixel
     };
     let limited = range == LumaRange::Limited;
     match format {
-        PixelFormat::Yuyv => out.write_in_strips(|first, dst| {
-            let rows = (dst.len() / w) as u32;
+        PixelFormat::Yuyv => out.write_rows(window, |y, x, dst| {
+            let from = &data[span_of(2, y, x, dst)];
             if limited {
-                yuyv_to_full_range_luma(rows_of(2, first, dst), width, rows, dst)
+                yuyv_to_full_range_luma(from, dst.len() as u32, 1, dst)
             } else {
-                yuyv_to_luma(rows_of(2, first, dst), width, rows, dst)
+                yuyv_to_luma(from, dst.len() as u32, 1, dst)
             }
         }),
-        PixelFormat::Nv12 | PixelFormat::Grey => out.write_in_strips(|first, dst| {
+        PixelFormat::Nv12 | PixelFormat::Grey => out.write_rows(window, |y, x, dst| {
             // NV12's first plane is the luma.
-            dst.copy_from_slice(rows_of(1, first, dst));
+            dst.copy_from_slice(&data[span_of(1, y, x, dst)]);
             if limited && format == PixelFormat::Nv12 {
                 expand_limited_range(dst);
             }
             Ok(())
         }),
-        PixelFormat::Rgb24 => out.write_in_strips(|first, dst| {
-            rgb_to_luma(rows_of(3, first, dst), dst);
+        PixelFormat::Rgb24 => out.write_rows(window, |y, x, dst| {
+            rgb_to_luma(&data[span_of(3, y, x, dst)], dst);
             Ok(())
         }),
         PixelFormat::Mjpeg => {
+            // A JPEG decodes whole; the window only spares the copy.
             let pixels = decode_mjpeg(data, width, height, scratch)?;
             let channels = if pixels == JpegPixels::Rgb { 3 } else { 1 };
-            out.write_in_strips(|first, dst| {
-                let from = &scratch[first as usize * w * channels..][..dst.len() * channels];
+            out.write_rows(window, |y, x, dst| {
+                let from = &scratch[span_of(channels, y, x, dst)];
                 match pixels {
                     JpegPixels::Luma => dst.copy_from_slice(from),
                     JpegPixels::Rgb => rgb_to_luma(from, dst),
@@ -283,6 +303,58 @@ mod tests {
         let mut fast = vec![0u8; 256];
         yuyv_to_full_range_luma(&all, 256, 1, &mut fast).unwrap();
         assert_eq!(fast, (0..=255u8).map(limited_to_full).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn converting_within_a_window_equals_converting_whole_where_it_writes() {
+        let (width, height) = (203u32, 70u32);
+        let n = (width * height) as usize;
+        let bytes = |len: usize| -> Vec<u8> { (0..len).map(|i| ((i * 7919 + i / 3) % 256) as u8).collect() };
+        let rgb = bytes(3 * n);
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode(&rgb, width, height, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let window = Rect::new(37, 21, 101, 30);
+        for (format, data) in [
+            (PixelFormat::Yuyv, bytes(2 * n)),
+            (PixelFormat::Nv12, bytes(n + n / 2)),
+            (PixelFormat::Grey, bytes(n)),
+            (PixelFormat::Rgb24, rgb.clone()),
+            (PixelFormat::Mjpeg, jpeg.clone()),
+        ] {
+            for range in [LumaRange::Limited, LumaRange::Full] {
+                let (mut whole, mut part, mut scratch) = (LumaFrame::default(), LumaFrame::default(), Vec::new());
+                to_luma(format, range, &data, width, height, &mut whole, &mut scratch).unwrap();
+                to_luma_within(Some(window), format, range, &data, width, height, &mut part, &mut scratch).unwrap();
+                assert_eq!(part.window(), Some(window));
+                assert_eq!(part.block_sums(), whole.block_sums(), "{format:?}");
+                let mut written = 0;
+                for y in 0..height {
+                    for x in 0..width {
+                        let inside = window.contains(&Rect::new(x, y, 1, 1));
+                        if inside || crate::frame::is_sampled_row(y) {
+                            assert_eq!(part.get(x, y), whole.get(x, y), "{format:?} {range:?} at {x},{y}");
+                            written += 1;
+                        }
+                    }
+                }
+                assert_eq!(written, window.area() as usize + 18 * width as usize - 7 * window.width as usize);
+                // A window that does not fit the frame converts it whole.
+                to_luma_within(
+                    Some(Rect::new(150, 0, 60, 10)),
+                    format,
+                    range,
+                    &data,
+                    width,
+                    height,
+                    &mut part,
+                    &mut scratch,
+                )
+                .unwrap();
+                assert_eq!((part.window(), part.pixels()), (None, whole.pixels()), "{format:?}");
+            }
+        }
     }
 
     #[test]

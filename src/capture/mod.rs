@@ -14,6 +14,7 @@ pub mod v4l2;
 use std::time::Duration;
 
 use crate::frame::LumaFrame;
+use crate::geometry::Rect;
 
 pub use convert::{LumaRange, PixelFormat};
 
@@ -70,6 +71,14 @@ pub trait FrameSource {
         }))
     }
 
+    /// From the next frame on, convert whole only the pixels inside `window` (and the rows the
+    /// screen stage's block sums sample, across the whole width); None converts whole frames.
+    /// A hint: the pipeline gives it once it knows which pixels it will read, and a source that
+    /// decodes whole images anyway (files, the simulator) keeps doing so.
+    fn set_window(&mut self, window: Option<Rect>) {
+        let _ = window;
+    }
+
     /// A short description for logs and the audit trail (never patient data).
     fn describe(&self) -> String;
 }
@@ -81,6 +90,10 @@ impl<T: FrameSource + ?Sized> FrameSource for Box<T> {
 
     fn take_frame(&mut self, into: &mut LumaFrame) -> Result<Option<FrameInfo>, CaptureError> {
         (**self).take_frame(into)
+    }
+
+    fn set_window(&mut self, window: Option<Rect>) {
+        (**self).set_window(window)
     }
 
     fn describe(&self) -> String {

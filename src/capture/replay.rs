@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail, ensure};
 use super::convert::{self, LumaRange, PixelFormat};
 use super::{CaptureError, FrameInfo, FrameSource};
 use crate::frame::LumaFrame;
+use crate::geometry::Rect;
 
 const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "pgm"];
 
@@ -100,6 +101,8 @@ pub struct RawReplay {
     scratch: Vec<u8>,
     frame: LumaFrame,
     sequence: u64,
+    /// [`FrameSource::set_window`].
+    window: Option<Rect>,
 }
 
 impl RawReplay {
@@ -134,6 +137,7 @@ impl RawReplay {
             scratch: Vec::new(),
             frame: LumaFrame::new(width, height),
             sequence: 0,
+            window: None,
         })
     }
 
@@ -174,7 +178,8 @@ impl FrameSource for RawReplay {
                 self.raw.len()
             )));
         }
-        convert::to_luma(
+        convert::to_luma_within(
+            self.window,
             self.format,
             self.range,
             &self.raw,
@@ -185,6 +190,10 @@ impl FrameSource for RawReplay {
         )
         .map_err(|e| CaptureError::BadFrame(format!("{e:#}")))?;
         Ok(Some((&self.frame, info)))
+    }
+
+    fn set_window(&mut self, window: Option<Rect>) {
+        self.window = window;
     }
 
     fn describe(&self) -> String {

@@ -43,6 +43,7 @@ use v4l::{Device, FourCC};
 use super::convert::{self, LumaRange, PixelFormat};
 use super::{CaptureError, FrameInfo, FrameSource};
 use crate::frame::LumaFrame;
+use crate::geometry::Rect;
 
 const BUFFERS: u32 = 4;
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -569,6 +570,9 @@ pub struct V4l2Source {
     packed: Vec<u8>,
     scratch: Vec<u8>,
     sequence: u64,
+    /// [`FrameSource::set_window`]: converted whole only inside it (a mode change makes it not
+    /// fit, and whole frames are converted until the pipeline gives a new one).
+    window: Option<Rect>,
     backoff: Duration,
     next_attempt: Instant,
     bad_frames: u64,
@@ -598,6 +602,7 @@ impl V4l2Source {
             packed: Vec::new(),
             scratch: Vec::new(),
             sequence: 0,
+            window: None,
             backoff: MIN_BACKOFF,
             next_attempt: now,
             bad_frames: 0,
@@ -804,7 +809,8 @@ impl V4l2Source {
                             }
                             _ => data,
                         };
-                        convert::to_luma(
+                        convert::to_luma_within(
+                            self.window,
                             format,
                             self.settings.luma_range,
                             data,
@@ -946,6 +952,10 @@ impl FrameSource for V4l2Source {
         let info = result?;
         std::mem::swap(&mut self.frame, into);
         Ok(Some(info))
+    }
+
+    fn set_window(&mut self, window: Option<Rect>) {
+        self.window = window;
     }
 
     fn describe(&self) -> String {

@@ -17,6 +17,7 @@ use crate::config::{DEFAULT_GUIDE, DEFAULT_MODEL_DIR};
 use crate::decision::{Stabilizer, classify};
 use crate::display::{Canvas, DisplaySink, StatusDisplay};
 use crate::frame::LumaFrame;
+use crate::geometry::Rect;
 use crate::indicator::{Fanout, Indicator, IndicatorState, JsonEvents};
 use crate::pipeline::{FrameResult, Pipeline, Preparing, Stages};
 use crate::preprocess::Preprocessor;
@@ -153,7 +154,8 @@ pub fn run(args: Args) -> Result<()> {
         sim.next_rgb().to_luma(&mut sim_frame);
         Ok(())
     })?);
-    stats.push(time_stage("decode_yuyv", warm, n, || {
+    // Whole frames: what capture converts until the image area is located (and after it moves).
+    stats.push(time_stage("decode_yuyv_whole", warm, n, || {
         convert::to_luma(PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
     })?);
     stats.push(time_stage("decode_mjpeg", warm, n, || {
@@ -178,6 +180,21 @@ pub fn run(args: Args) -> Result<()> {
     let roi = roi.context("no ROI")?;
     let mut pre = Preprocessor::new(manifest.input.width, manifest.input.height, manifest.normalization)?;
     stats.push(time_stage("preprocess", warm, n, || pre.run(&frame, roi).map(|_| ()))?);
+    // Once the image area is located, as `run` works: whole only the pixels preprocessing reads,
+    // elsewhere the rows the block sums sample.
+    let window = Some(pre.source_rect(w, h, roi));
+    convert::to_luma(PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)?;
+    let whole_tensor = pre.run(&frame, roi)?.to_vec();
+    stats.push(time_stage("decode_yuyv", warm, n, || {
+        convert::to_luma_within(window, PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
+    })?);
+    // Screen location and preprocessing then do what they did on the whole frame (the lock
+    // holds without reading pixels; the ROI's pixels are the same).
+    match locator.locate(&frame) {
+        ScreenState::Image(a) if a == area => {}
+        other => anyhow::bail!("bench screen not held on a frame converted within {window:?}: {other:?}"),
+    }
+    anyhow::ensure!(pre.run(&frame, roi)? == &whole_tensor[..], "preprocessing differs on the windowed frame");
     let mut classifier = crate::setup::load_model(&args.model)?;
     let tensor = pre.tensor().to_vec();
     let mut p = 0.0;
@@ -241,6 +258,7 @@ pub fn run(args: Args) -> Result<()> {
             let started = Instant::now();
             let (frame, _) = source.next_frame()?.context("the bench source ended")?;
             let outcome = pipeline.process(frame, FrameInfo { sequence: seq });
+            source.set_window(pipeline.window());
             let whole = started.elapsed();
             anyhow::ensure!(
                 matches!(outcome.result, FrameResult::Classified { .. }),
@@ -381,19 +399,38 @@ struct YuyvDongle {
     frame: LumaFrame,
     scratch: Vec<u8>,
     sequence: u64,
+    window: Option<Rect>,
 }
 
 impl YuyvDongle {
     fn new(yuyv: &[u8], width: u32, height: u32) -> Self {
         let buffers = vec![yuyv.to_vec(); DONGLE_BUFFERS];
-        Self { buffers, next: 0, width, height, frame: LumaFrame::default(), scratch: Vec::new(), sequence: 0 }
+        Self {
+            buffers,
+            next: 0,
+            width,
+            height,
+            frame: LumaFrame::default(),
+            scratch: Vec::new(),
+            sequence: 0,
+            window: None,
+        }
     }
 
     fn convert_next(&mut self, into: &mut LumaFrame) -> Result<FrameInfo, CaptureError> {
         let data = &self.buffers[self.next];
         self.next = (self.next + 1) % self.buffers.len();
-        convert::to_luma(PixelFormat::Yuyv, LumaRange::Limited, data, self.width, self.height, into, &mut self.scratch)
-            .map_err(|e| CaptureError::BadFrame(format!("{e:#}")))?;
+        convert::to_luma_within(
+            self.window,
+            PixelFormat::Yuyv,
+            LumaRange::Limited,
+            data,
+            self.width,
+            self.height,
+            into,
+            &mut self.scratch,
+        )
+        .map_err(|e| CaptureError::BadFrame(format!("{e:#}")))?;
         self.sequence += 1;
         Ok(FrameInfo { sequence: self.sequence - 1 })
     }
@@ -410,6 +447,10 @@ impl FrameSource for YuyvDongle {
     /// Converts straight into the capture thread's buffer, as the V4L2 source hands its over.
     fn take_frame(&mut self, into: &mut LumaFrame) -> Result<Option<FrameInfo>, CaptureError> {
         self.convert_next(into).map(Some)
+    }
+
+    fn set_window(&mut self, window: Option<Rect>) {
+        self.window = window;
     }
 
     fn describe(&self) -> String {

@@ -81,6 +81,8 @@ pub fn run(args: Args) -> Result<()> {
                     ScreenState::Image(area) => selector.select(area, frame.width(), frame.height())?,
                     ScreenState::NoImage => return Ok(Err("no B-mode image found on the screen".into())),
                     ScreenState::NoSignal => return Ok(Err("not a scanner screen (flat or noise)".into())),
+                    // Only on frames converted in part, which a file never is.
+                    ScreenState::Relocating => anyhow::bail!("image area moving on a frame read whole"),
                 }
             };
             let p = model.probability(pre.run(&frame, roi)?)?;

@@ -1,5 +1,11 @@
-//! Per-block pixel sums of a luma frame: the sum and the sum of squares of each 16x16 block,
-//! from which screen location reads texture (speckle) and the frame's flatness.
+//! Per-block pixel sums of a luma frame: the sum and the sum of squares of each 16x16 block's
+//! sampled rows (every [`SAMPLE_STEP`]th row: rows 0, 4, 8 and 12 of each block), from which
+//! screen location reads texture (speckle) and the frame's flatness.
+//!
+//! A quarter of the rows is plenty for a standard deviation over 64 pixels, and it lets capture
+//! decode only those rows outside the region the pipeline needs whole
+//! ([`super::LumaFrame::write_in_strips`] with a window): reading a fraction of the frame is what
+//! makes the stages cheap at 1080p, where the decode is bound by memory.
 //!
 //! They are computed where a frame is written ([`super::LumaFrame::write_in_strips`]): each
 //! 16-row strip right after it is written, while it is still in cache, instead of a second pass
@@ -10,8 +16,19 @@ use super::LumaFrame;
 
 /// Edge of a block, in pixels.
 pub const BLOCK: u32 = 16;
+/// The block sums take every this many rows, starting with each block's first.
+pub const SAMPLE_STEP: u32 = 4;
+/// Rows of a block that its sums cover.
+const SAMPLED_ROWS: usize = (BLOCK / SAMPLE_STEP) as usize;
+/// Pixels of a block that its sums cover.
+pub const SAMPLED_PIXELS: u32 = BLOCK * BLOCK / SAMPLE_STEP;
 
-/// The sum and the sum of squares of one block's pixels (at most 256 * 255^2: fits u32).
+/// Whether row `y` of a frame is one the block sums take.
+pub fn is_sampled_row(y: u32) -> bool {
+    y.is_multiple_of(SAMPLE_STEP)
+}
+
+/// The sum and the sum of squares of one block's sampled pixels (at most 64 * 255^2: fits u32).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlockSums {
     pub sum: u32,
@@ -67,14 +84,14 @@ impl BlockSumsBuffer {
         self.sums.resize(self.blocks_wide * (height / BLOCK) as usize, BlockSums::default());
     }
 
-    /// The sums of strip `strip` (its 16 rows, `width` pixels each, in `rows`). Strips past the
-    /// last whole one are ignored.
+    /// The sums of strip `strip` (its 16 rows, `width` pixels each, in `rows`; only the sampled
+    /// ones are read). Strips past the last whole one are ignored.
     pub(super) fn add_strip(&mut self, strip: usize, rows: &[u8], width: usize) {
         let bw = self.blocks_wide;
         if bw == 0 || (strip + 1) * bw > self.sums.len() || rows.len() < BLOCK as usize * width {
             return;
         }
-        let rows: [&[u8]; BLOCK as usize] = std::array::from_fn(|i| &rows[i * width..][..width]);
+        let rows: [&[u8]; SAMPLED_ROWS] = std::array::from_fn(|i| &rows[i * SAMPLE_STEP as usize * width..][..width]);
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         let out = &mut self.sums[strip * bw..][..bw];
         #[cfg(target_arch = "x86_64")]
@@ -90,10 +107,10 @@ impl BlockSumsBuffer {
         self.strip_sums_portable(&rows, strip);
     }
 
-    /// Block sums on CPUs without the vector path: per-column totals over the 16 rows of a strip,
-    /// added along whole rows so the loop vectorises (16 * 255 fits in u16, 16 * 255^2 in u32).
+    /// Block sums on CPUs without the vector path: per-column totals over the sampled rows of a strip,
+    /// added along whole rows so the loop vectorises (4 * 255 fits in u16, 4 * 255^2 in u32).
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    fn strip_sums_portable(&mut self, rows: &[&[u8]; BLOCK as usize], strip: usize) {
+    fn strip_sums_portable(&mut self, rows: &[&[u8]; SAMPLED_ROWS], strip: usize) {
         let width = self.blocks_wide * BLOCK as usize;
         self.column_sums.clear();
         self.column_sums.resize(width, 0);
@@ -117,22 +134,22 @@ impl BlockSumsBuffer {
     }
 }
 
-/// Block sums in vector registers, one block at a time, its 16 rows accumulated in registers:
+/// Block sums in vector registers, one block at a time, its sampled rows accumulated in registers:
 /// the sum with SAD (x86) or pairwise widening adds (NEON), the squares with a 16-bit multiply-add
 /// (x86) or widening multiply (NEON). Screen location at 1080p on the development machine: 0.19 ms
 /// with the per-column totals (still the portable path), 0.11 ms with this and its AVX2 form.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
-fn strip_sums_simd(rows: &[&[u8]; BLOCK as usize], out: &mut [BlockSums]) {
+fn strip_sums_simd(rows: &[&[u8]; SAMPLED_ROWS], out: &mut [BlockSums]) {
     for (bx, sums) in out.iter_mut().enumerate() {
         *sums = block_sums_of(&block_segments(rows, bx * BLOCK as usize));
     }
 }
 
-/// The 16 row segments of the block whose left column is `x`.
+/// The sampled row segments of the block whose left column is `x`.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
-fn block_segments<'a>(rows: &[&'a [u8]; BLOCK as usize], x: usize) -> [&'a [u8; BLOCK as usize]; BLOCK as usize] {
+fn block_segments<'a>(rows: &[&'a [u8]; SAMPLED_ROWS], x: usize) -> [&'a [u8; BLOCK as usize]; SAMPLED_ROWS] {
     std::array::from_fn(|i| {
         let Ok(segment) = <&[u8; BLOCK as usize]>::try_from(&rows[i][x..][..BLOCK as usize]) else {
             unreachable!("a slice of BLOCK bytes")
@@ -143,7 +160,7 @@ fn block_segments<'a>(rows: &[&'a [u8]; BLOCK as usize], x: usize) -> [&'a [u8; 
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn block_sums_of(segments: &[&[u8; BLOCK as usize]; BLOCK as usize]) -> BlockSums {
+fn block_sums_of(segments: &[&[u8; BLOCK as usize]; SAMPLED_ROWS]) -> BlockSums {
     use std::arch::x86_64::*;
     // SAFETY: SSE2 is part of x86-64; each load reads one 16-byte segment.
     unsafe {
@@ -165,14 +182,14 @@ fn block_sums_of(segments: &[&[u8; BLOCK as usize]; BLOCK as usize]) -> BlockSum
 
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
-fn block_sums_of(segments: &[&[u8; BLOCK as usize]; BLOCK as usize]) -> BlockSums {
+fn block_sums_of(segments: &[&[u8; BLOCK as usize]; SAMPLED_ROWS]) -> BlockSums {
     use std::arch::aarch64::*;
     // SAFETY: NEON is part of aarch64; each load reads one 16-byte segment.
     unsafe {
         let (mut sum, mut squares) = (vdupq_n_u16(0), vdupq_n_u32(0));
         for segment in segments {
             let v = vld1q_u8(segment.as_ptr());
-            // 16 rows * 2 * 255 fits u16; each square 255^2 fits u16.
+            // 4 rows * 2 * 255 fits u16; each square 255^2 fits u16.
             sum = vpadalq_u8(sum, v);
             squares = vpadalq_u16(squares, vmull_u8(vget_low_u8(v), vget_low_u8(v)));
             squares = vpadalq_u16(squares, vmull_high_u8(v, v));
@@ -184,7 +201,7 @@ fn block_sums_of(segments: &[&[u8; BLOCK as usize]; BLOCK as usize]) -> BlockSum
 /// [`strip_sums_simd`] two blocks per 32-byte load.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn strip_sums_avx2(rows: &[&[u8]; BLOCK as usize], out: &mut [BlockSums]) {
+fn strip_sums_avx2(rows: &[&[u8]; SAMPLED_ROWS], out: &mut [BlockSums]) {
     use std::arch::x86_64::*;
     let pair = 2 * BLOCK as usize;
     let (pairs, single) = out.as_chunks_mut::<2>();
@@ -220,15 +237,16 @@ fn strip_sums_avx2(rows: &[&[u8]; BLOCK as usize], out: &mut [BlockSums]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::Rect;
 
-    /// Every block's sums computed the plain way.
+    /// Every block's sums computed the plain way, over its sampled rows.
     fn reference_sums(frame: &LumaFrame) -> Vec<BlockSums> {
         let (bw, bh) = (frame.width() / BLOCK, frame.height() / BLOCK);
         let mut sums = Vec::new();
         for by in 0..bh {
             for bx in 0..bw {
                 let mut block = BlockSums::default();
-                for y in by * BLOCK..(by + 1) * BLOCK {
+                for y in (by * BLOCK..(by + 1) * BLOCK).step_by(SAMPLE_STEP as usize) {
                     for &p in &frame.row(y)[(bx * BLOCK) as usize..((bx + 1) * BLOCK) as usize] {
                         block.sum += u32::from(p);
                         block.squares += u32::from(p) * u32::from(p);
@@ -261,9 +279,9 @@ mod tests {
             let mut written = LumaFrame::default();
             written.reshape(width, height);
             written
-                .write_in_strips(|first_row, rows| {
-                    let at = first_row as usize * width as usize;
-                    rows.copy_from_slice(&data[at..at + rows.len()]);
+                .write_rows(None, |y, x, row| {
+                    let at = y as usize * width as usize + x as usize;
+                    row.copy_from_slice(&data[at..at + row.len()]);
                     Ok(())
                 })
                 .unwrap();
@@ -278,10 +296,32 @@ mod tests {
                     for (strip, (rows, out)) in
                         frame.pixels().chunks_exact(16 * w).zip(sums.chunks_exact_mut(bw)).enumerate()
                     {
-                        let rows: [&[u8]; 16] = std::array::from_fn(|i| &rows[i * w..][..w]);
+                        let rows: [&[u8]; SAMPLED_ROWS] = std::array::from_fn(|i| &rows[i * 4 * w..][..w]);
                         strip_sums_simd(&rows, out);
                         assert_eq!(out, &reference[strip * bw..][..bw], "{width}x{height}, 16-byte path");
                     }
+                }
+            }
+            // Written within a window: the same sums (they read only the sampled rows, which are
+            // written whole), the window's pixels and the sampled rows equal the frame's, and the
+            // rest is left as it was.
+            let window = Rect::new(width / 3, height / 4, width / 3 + 1, height / 2 + 1);
+            let mut partial = LumaFrame::new(width, height);
+            partial
+                .write_rows(Some(window), |y, x, row| {
+                    let at = y as usize * width as usize + x as usize;
+                    row.copy_from_slice(&data[at..at + row.len()]);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(partial.block_sums(), Some(&reference[..]), "{width}x{height}, written within {window}");
+            assert_eq!(partial.window(), Some(window));
+            assert!(partial.holds(window) && !partial.holds(Rect::new(0, 0, width, height)));
+            for y in 0..height {
+                for x in 0..width {
+                    let inside = (window.x..window.right()).contains(&x) && (window.y..window.bottom()).contains(&y);
+                    let expected = if inside || is_sampled_row(y) { frame.get(x, y) } else { 0 };
+                    assert_eq!(partial.get(x, y), expected, "{width}x{height}, pixel {x},{y}");
                 }
             }
             // Changing pixels drops the carried sums.

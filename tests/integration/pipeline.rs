@@ -179,3 +179,83 @@ fn preparing_ahead_on_a_thread_gives_the_same_outcomes_and_audit_as_the_one_thre
     assert!(shown.contains(&Verdict::EsrdSuspected) && shown.contains(&Verdict::Normal), "{shown:?}");
     assert!(direct_audit.len() >= 3 && direct_audit.iter().any(|r| r.roi_sha256.is_some()), "{direct_audit:?}");
 }
+
+/// Once the image area is located, capture converts whole only the pixels preprocessing reads
+/// (and, across the width, the rows screen location samples). Frame for frame that must classify
+/// exactly as whole frames do. When the image moves, the one frame converted around its old
+/// place is dropped, and the next, converted whole, finds it.
+#[test]
+fn converting_only_the_roi_classifies_as_whole_frames_do() {
+    use kidney_screen::capture::replay::RawReplay;
+    use kidney_screen::capture::{CaptureError, FrameInfo, LumaRange, PixelFormat};
+    use kidney_screen::frame::LumaFrame;
+    use kidney_screen::geometry::Rect;
+
+    /// A raw replay that either converts whole frames whatever it is asked, or honours the
+    /// window, counting the frames asked for with one.
+    struct Replay {
+        raw: RawReplay,
+        honour: bool,
+        windowed: usize,
+    }
+    impl FrameSource for Replay {
+        fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError> {
+            self.raw.next_frame()
+        }
+        fn set_window(&mut self, window: Option<Rect>) {
+            self.windowed += usize::from(window.is_some());
+            if self.honour {
+                self.raw.set_window(window);
+            }
+        }
+        fn describe(&self) -> String {
+            self.raw.describe()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let screens: Vec<LumaFrame> = fixture_screens().iter().map(|(p, _)| LumaFrame::load(p).unwrap()).collect();
+    let (w, h) = (screens[0].width(), screens[0].height());
+    // The first screen with everything on it moved 48 px right and 40 down: a scanner whose
+    // image area moved (depth or zoom changed).
+    let mut moved = LumaFrame::new(w, h);
+    for y in 40..h {
+        let (from, to) = (screens[0].row(y - 40), &mut moved.pixels_mut()[(y * w) as usize..][..w as usize]);
+        to[48..].copy_from_slice(&from[..(w - 48) as usize]);
+    }
+    let sequence: Vec<&LumaFrame> = [&screens[0], &screens[1], &moved, &screens[0], &screens[2]]
+        .into_iter()
+        .flat_map(|s| std::iter::repeat_n(s, 6))
+        .collect();
+    let path = dir.path().join("screens.grey");
+    let bytes: Vec<u8> = sequence.iter().flat_map(|f| f.pixels().iter().copied()).collect();
+    std::fs::write(&path, bytes).unwrap();
+
+    let run = |honour: bool| {
+        let cfg = config(None);
+        let raw = RawReplay::open(&path, PixelFormat::Grey, LumaRange::Full, w, h, false).unwrap();
+        let mut source = Replay { raw, honour, windowed: 0 };
+        let mut pipeline = kidney_screen::setup::build_pipeline(&cfg, source.describe(), None).unwrap();
+        let mut results = Vec::new();
+        run_loop(&mut source, &mut pipeline, &AtomicBool::new(false), None, |o, _| results.push(o.result.clone()))
+            .unwrap();
+        pipeline.shutdown();
+        (results, source.windowed)
+    };
+    let (whole, _) = run(false);
+    let (windowed, asked) = run(true);
+    assert_eq!(whole.len(), sequence.len());
+    assert!(whole.iter().all(|r| matches!(r, FrameResult::Classified { .. })), "{whole:?}");
+    // After the first frame, every frame but the one after a move is asked for with a window.
+    assert!(asked >= sequence.len() - 3, "{asked} of {} frames asked for with a window", sequence.len());
+    let mut relocated = Vec::new();
+    for (i, (ours, theirs)) in windowed.iter().zip(&whole).enumerate() {
+        match ours {
+            FrameResult::Dropped(why) if why.contains("image area moved") => relocated.push(i),
+            _ => assert_eq!(ours, theirs, "frame {i}"),
+        }
+    }
+    // The moved screen is noticed on its first frame, whose pixels around the old ROI are all
+    // capture converted; moving back is noticed likewise.
+    assert_eq!(relocated, vec![12, 18], "{windowed:?}");
+}
