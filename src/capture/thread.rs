@@ -12,7 +12,7 @@
 //! source alone; the pipeline also runs its stages before the model on such a thread
 //! (`pipeline::PrepareAhead`), so that the next frame is captured and prepared meanwhile.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -75,6 +75,8 @@ struct Shared<T> {
     taken: Condvar,
     /// Set under the slot's lock, so a thread about to wait cannot miss it.
     stop: AtomicBool,
+    /// CPU time the thread had used after its last piece of work, in nanoseconds.
+    cpu_nanos: AtomicU64,
 }
 
 impl<T> Shared<T> {
@@ -118,6 +120,7 @@ impl<A: Ahead> AheadThread<A> {
             delivered: Condvar::new(),
             taken: Condvar::new(),
             stop: AtomicBool::new(false),
+            cpu_nanos: AtomicU64::new(0),
         });
         let handle = std::thread::Builder::new()
             .name("capture".into())
@@ -165,6 +168,25 @@ impl<A: Ahead> AheadThread<A> {
     pub fn describe(&self) -> String {
         self.description.clone()
     }
+
+    /// CPU time the thread had used when it finished its latest piece of work (waiting for the
+    /// loop costs none): what the work ahead costs, whatever the loop's own thread does.
+    pub fn worker_cpu_time(&self) -> Duration {
+        Duration::from_nanos(self.shared.cpu_nanos.load(Ordering::Relaxed))
+    }
+}
+
+/// CPU time the calling thread has used (zero where the clock cannot be read).
+fn thread_cpu_time() -> Duration {
+    #[cfg(unix)]
+    {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes only the timespec it is given.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0 {
+            return Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+        }
+    }
+    Duration::ZERO
 }
 
 /// Marks the thread finished however it ends, a panic included: the pipeline then gets an error
@@ -186,6 +208,7 @@ fn work_loop<A: Ahead>(work: A, shared: &Shared<A::Item>) {
     let mut spare = A::Item::default();
     while !shared.stopping() {
         let delivery = work.produce(&mut spare);
+        shared.cpu_nanos.store(thread_cpu_time().as_nanos() as u64, Ordering::Relaxed);
         let last = matches!(delivery, Ok(None) | Err(CaptureError::Fatal(_)));
         let mut slot = shared.lock();
         while slot.delivery.is_some() && !shared.stopping() {
@@ -343,6 +366,39 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(got[1], "frame 1 32x8 filled Some(1)");
         assert_eq!(got[9..], ["end", "end", "end"]);
+    }
+
+    /// Burns 5 ms of its thread's CPU per item.
+    #[cfg(unix)]
+    struct Busy;
+    #[cfg(unix)]
+    impl Ahead for Busy {
+        type Item = u64;
+        fn produce(&mut self, into: &mut u64) -> Delivery {
+            let from = thread_cpu_time();
+            while thread_cpu_time() < from + Duration::from_millis(5) {
+                *into = into.wrapping_add(1);
+            }
+            Ok(Some(FrameInfo { sequence: 0 }))
+        }
+        fn describe(&self) -> String {
+            "busy".into()
+        }
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn reports_the_worker_threads_cpu_time_not_the_callers() {
+        let mut ahead = AheadThread::start(Busy).unwrap();
+        let caller_from = thread_cpu_time();
+        for _ in 0..4 {
+            ahead.next_item().unwrap().unwrap();
+        }
+        let worker = ahead.worker_cpu_time();
+        // At least the four items taken (it may have made two more ahead).
+        assert!(worker >= Duration::from_millis(20), "{worker:?}");
+        // The caller only waited: its own CPU time hardly moved while the worker's grew.
+        assert!(thread_cpu_time() - caller_from < Duration::from_millis(15));
     }
 
     #[test]
