@@ -1,11 +1,12 @@
 //! Pixel-format converters on arbitrary bytes with fuzzer-chosen frame sizes (at most
 //! 4096x4096 and 8 MB of pixels): an error or a frame, never a panic or an out-of-bounds read.
 //!
-//! Input: [format, range, width lo, width hi, height lo, height hi, data...].
+//! Input: [format, range (and window width), width lo, width hi, height lo, height hi, data...].
 #![no_main]
 
 use kidney_screen::capture::convert::{self, LumaRange, PixelFormat};
 use kidney_screen::frame::LumaFrame;
+use kidney_screen::geometry::Rect;
 use libfuzzer_sys::fuzz_target;
 
 const FORMATS: [PixelFormat; 5] =
@@ -28,7 +29,13 @@ fuzz_target!(|input: &[u8]| {
     let data = &input[6..];
     let mut frame = LumaFrame::default();
     let mut scratch = Vec::new();
-    if convert::to_luma(format, range, data, width, height, &mut frame, &mut scratch).is_ok() {
+    if convert::to_luma(None, format, range, data, width, height, &mut frame, &mut scratch).is_ok() {
+        assert_eq!((frame.width(), frame.height()), (width, height));
+    }
+    // Within a window taken from the range byte's upper bits (one that does not fit the frame
+    // converts it whole): the same bounds checks, rows written in part.
+    let window = Rect::new(width / 4, height / 4, (width / 2).max(u32::from(input[1] >> 1)), height / 2 + 1);
+    if convert::to_luma(Some(window), format, range, data, width, height, &mut frame, &mut scratch).is_ok() {
         assert_eq!((frame.width(), frame.height()), (width, height));
     }
     // The converters on their own, with an output of the frame's size.

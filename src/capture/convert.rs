@@ -205,28 +205,15 @@ pub fn mjpeg_to_luma(data: &[u8], width: u32, height: u32, out: &mut [u8], scrat
     Ok(())
 }
 
-/// Converts a raw or compressed frame of `format` into `out` (resized to width x height).
-pub fn to_luma(
-    format: PixelFormat,
-    range: LumaRange,
-    data: &[u8],
-    width: u32,
-    height: u32,
-    out: &mut LumaFrame,
-    scratch: &mut Vec<u8>,
-) -> Result<()> {
-    to_luma_within(None, format, range, data, width, height, out, scratch)
-}
-
-/// [`to_luma`], converting whole only the pixels inside `window` and, across the whole width,
-/// the rows the block sums sample ([`LumaFrame::write_rows`]); None, or a window that does not
-/// fit this frame, converts everything.
+/// Converts a raw or compressed frame of `format` into `out` (resized to width x height): whole
+/// with no `window`, or with one (that fits the frame) only the pixels inside it and, across the
+/// whole width, the rows the block sums sample ([`LumaFrame::write_rows`]).
 ///
 /// The luma is written row by row with the block sums taken after every 16 rows, so that the
 /// frame carries them for screen location without a second pass over it: at 1080p that pass
 /// read 2 MB that inference had just evicted from the cache (README "Speed").
 #[allow(clippy::too_many_arguments)]
-pub fn to_luma_within(
+pub fn to_luma(
     window: Option<Rect>,
     format: PixelFormat,
     range: LumaRange,
@@ -325,8 +312,8 @@ mod tests {
         ] {
             for range in [LumaRange::Limited, LumaRange::Full] {
                 let (mut whole, mut part, mut scratch) = (LumaFrame::default(), LumaFrame::default(), Vec::new());
-                to_luma(format, range, &data, width, height, &mut whole, &mut scratch).unwrap();
-                to_luma_within(Some(window), format, range, &data, width, height, &mut part, &mut scratch).unwrap();
+                to_luma(None, format, range, &data, width, height, &mut whole, &mut scratch).unwrap();
+                to_luma(Some(window), format, range, &data, width, height, &mut part, &mut scratch).unwrap();
                 assert_eq!(part.window(), Some(window));
                 assert_eq!(part.block_sums(), whole.block_sums(), "{format:?}");
                 let mut written = 0;
@@ -341,17 +328,8 @@ mod tests {
                 }
                 assert_eq!(written, window.area() as usize + 18 * width as usize - 7 * window.width as usize);
                 // A window that does not fit the frame converts it whole.
-                to_luma_within(
-                    Some(Rect::new(150, 0, 60, 10)),
-                    format,
-                    range,
-                    &data,
-                    width,
-                    height,
-                    &mut part,
-                    &mut scratch,
-                )
-                .unwrap();
+                to_luma(Some(Rect::new(150, 0, 60, 10)), format, range, &data, width, height, &mut part, &mut scratch)
+                    .unwrap();
                 assert_eq!((part.window(), part.pixels()), (None, whole.pixels()), "{format:?}");
             }
         }

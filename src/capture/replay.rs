@@ -178,7 +178,7 @@ impl FrameSource for RawReplay {
                 self.raw.len()
             )));
         }
-        convert::to_luma_within(
+        convert::to_luma(
             self.window,
             self.format,
             self.range,
@@ -255,7 +255,7 @@ impl FrameSource for MjpegReplay {
             Ok(size) => size,
             Err(e) => return Err(CaptureError::BadFrame(format!("{e:#}"))),
         };
-        convert::to_luma(PixelFormat::Mjpeg, LumaRange::Full, jpeg, w, h, &mut self.frame, &mut self.scratch)
+        convert::to_luma(None, PixelFormat::Mjpeg, LumaRange::Full, jpeg, w, h, &mut self.frame, &mut self.scratch)
             .map_err(|e| CaptureError::BadFrame(format!("{e:#}")))?;
         Ok(Some((&self.frame, info)))
     }

@@ -809,7 +809,7 @@ impl V4l2Source {
                             }
                             _ => data,
                         };
-                        convert::to_luma_within(
+                        convert::to_luma(
                             self.window,
                             format,
                             self.settings.luma_range,

@@ -156,10 +156,10 @@ pub fn run(args: Args) -> Result<()> {
     })?);
     // Whole frames: what capture converts until the image area is located (and after it moves).
     stats.push(time_stage("decode_yuyv_whole", warm, n, || {
-        convert::to_luma(PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
+        convert::to_luma(None, PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
     })?);
     stats.push(time_stage("decode_mjpeg", warm, n, || {
-        convert::to_luma(PixelFormat::Mjpeg, LumaRange::Full, &jpeg, w, h, &mut frame, &mut scratch)
+        convert::to_luma(None, PixelFormat::Mjpeg, LumaRange::Full, &jpeg, w, h, &mut frame, &mut scratch)
     })?);
     let mut locator = ScreenLocator::new(None);
     let mut area = None;
@@ -183,10 +183,10 @@ pub fn run(args: Args) -> Result<()> {
     // Once the image area is located, as `run` works: whole only the pixels preprocessing reads,
     // elsewhere the rows the block sums sample.
     let window = Some(pre.source_rect(w, h, roi));
-    convert::to_luma(PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)?;
+    convert::to_luma(None, PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)?;
     let whole_tensor = pre.run(&frame, roi)?.to_vec();
     stats.push(time_stage("decode_yuyv", warm, n, || {
-        convert::to_luma_within(window, PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
+        convert::to_luma(window, PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
     })?);
     // Screen location and preprocessing then do what they did on the whole frame (the lock
     // holds without reading pixels; the ROI's pixels are the same).
@@ -443,7 +443,7 @@ impl YuyvDongle {
     fn convert_next(&mut self, into: &mut LumaFrame) -> Result<FrameInfo, CaptureError> {
         let data = &self.buffers[self.next];
         self.next = (self.next + 1) % self.buffers.len();
-        convert::to_luma_within(
+        convert::to_luma(
             self.window,
             PixelFormat::Yuyv,
             LumaRange::Limited,

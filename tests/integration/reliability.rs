@@ -89,7 +89,7 @@ proptest! {
         let range = if full { LumaRange::Full } else { LumaRange::Limited };
         let mut frame = LumaFrame::default();
         let mut scratch = Vec::new();
-        let result = convert::to_luma(format, range, &data, width, height, &mut frame, &mut scratch);
+        let result = convert::to_luma(None, format, range, &data, width, height, &mut frame, &mut scratch);
         if width == 0 || height == 0 {
             prop_assert!(result.is_err());
         }
@@ -116,7 +116,7 @@ proptest! {
         let jpeg = damage(std::fs::read(fixture("frames/frame_320x180.mjpg")).unwrap(), &flips, cut, &insert, at);
         let mut frame = LumaFrame::default();
         let mut scratch = Vec::new();
-        let _ = convert::to_luma(PixelFormat::Mjpeg, LumaRange::Full, &jpeg, 320, 180, &mut frame, &mut scratch);
+        let _ = convert::to_luma(None, PixelFormat::Mjpeg, LumaRange::Full, &jpeg, 320, 180, &mut frame, &mut scratch);
     }
 }
 
