@@ -8,7 +8,7 @@ use anyhow::{Result, ensure};
 
 mod block_sums;
 
-pub use block_sums::{BLOCK, BlockSums, BlockSumsBuffer, SAMPLE_STEP, SAMPLED_PIXELS, is_sampled_row};
+pub use block_sums::{BLOCK, BlockSums, BlockSumsBuffer, SAMPLED_PIXELS, is_sampled_row};
 
 use crate::geometry::Rect;
 
@@ -94,8 +94,8 @@ impl LumaFrame {
     ///
     /// With a `window` (one that lies inside the frame), only the rows the block sums sample are
     /// written across the whole width; the other rows are written only within the window. The
-    /// pipeline asks for that once it knows where its ROI is, so that capture reads about a third
-    /// of a 1080p frame instead of all of it. An error from `write` leaves the frame without sums.
+    /// pipeline asks for that once it knows where its ROI is, so that capture reads about 40 % of a
+    /// 1080p frame instead of all of it. An error from `write` leaves the frame without sums.
     pub fn write_rows(
         &mut self,
         window: Option<Rect>,

@@ -92,8 +92,8 @@ impl Preprocessor {
             frame.width(),
             frame.height()
         );
-        let reach = self.source_rect(frame.width(), frame.height(), roi);
         if let Some(window) = frame.window() {
+            let reach = self.source_rect(frame.width(), frame.height(), roi);
             ensure!(
                 frame.holds(reach),
                 "ROI {r} reads {reach}, but the frame was converted whole only within {window}"

@@ -150,12 +150,9 @@ impl ScreenLocator {
             // No pixel is read, which lets capture convert whole only the ROI.
             return ScreenState::Image(locked);
         }
-        let block_pixels = Rect::new(
-            block_box.x * BLOCK,
-            block_box.y * BLOCK,
-            (block_box.width * BLOCK).min(frame.width() - block_box.x * BLOCK),
-            (block_box.height * BLOCK).min(frame.height() - block_box.y * BLOCK),
-        );
+        // Whole blocks only cover the frame (`bw`, `bh` round down): no clamping needed.
+        let block_pixels =
+            Rect::new(block_box.x * BLOCK, block_box.y * BLOCK, block_box.width * BLOCK, block_box.height * BLOCK);
         if !frame.holds(block_pixels) {
             return ScreenState::Relocating;
         }
@@ -325,15 +322,18 @@ fn block_is_textured(sum: u64, squares: u64) -> bool {
 }
 
 fn within_tolerance(locked: &Rect, found: &Rect) -> bool {
-    let tol = (LOCK_TOLERANCE_FRACTION * locked.width.max(locked.height) as f32) as u32;
-    locked.max_edge_distance(found) <= tol.max(2)
+    locked.max_edge_distance(found) <= lock_tolerance(locked).max(2)
 }
 
 /// Whether the textured region `blocks` lies within the lock tolerance of `locked_blocks` (both
 /// in blocks), or within a block of it where the tolerance is smaller than a block.
 fn blocks_within_tolerance(locked: &Rect, locked_blocks: &Rect, blocks: &Rect) -> bool {
-    let tol = (LOCK_TOLERANCE_FRACTION * locked.width.max(locked.height) as f32) as u32;
-    locked_blocks.max_edge_distance(blocks) * BLOCK <= tol.max(BLOCK)
+    locked_blocks.max_edge_distance(blocks) * BLOCK <= lock_tolerance(locked).max(BLOCK)
+}
+
+/// How far, in pixels, the edges of the image area may move and still keep the locked one.
+fn lock_tolerance(locked: &Rect) -> u32 {
+    (LOCK_TOLERANCE_FRACTION * locked.width.max(locked.height) as f32) as u32
 }
 
 /// Block-precision bounding box -> pixel edges: each edge moves inward to the first row or
