@@ -207,11 +207,15 @@ mod tests {
         let write = |window| {
             let mut frame = LumaFrame::new(w, h);
             frame
-                .write_rows(Some(window), |y, x, row| {
-                    let at = (y * w + x) as usize;
-                    row.copy_from_slice(&pixels[at..at + row.len()]);
-                    Ok(())
-                })
+                .write_rows(
+                    Some(window),
+                    |_, _, _| {},
+                    |y, x, row| {
+                        let at = (y * w + x) as usize;
+                        row.copy_from_slice(&pixels[at..at + row.len()]);
+                        Ok(())
+                    },
+                )
                 .unwrap();
             frame
         };

@@ -61,3 +61,42 @@ macro_rules! with_avx512 {
 }
 
 pub(crate) use with_avx512;
+
+/// Asks the CPU to start loading `bytes` into its caches, one request per 64-byte line, without
+/// waiting for them. A hint only: it changes no result, and does nothing on other architectures.
+#[inline]
+pub fn prefetch_read(bytes: &[u8]) {
+    const LINE: usize = 64;
+    let start = bytes.as_ptr() as usize;
+    // From the line holding the first byte to the one holding the last.
+    let first_offset = start % LINE;
+    let mut offset = 0;
+    while offset < bytes.len() + first_offset {
+        let at = bytes.as_ptr().wrapping_add(offset).wrapping_sub(first_offset);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast())
+        };
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: PRFM is a hint: it never faults and writes no register or memory.
+        unsafe {
+            std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) at, options(nostack, readonly, preserves_flags))
+        };
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let _ = at;
+        offset += LINE;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefetching_any_slice_is_harmless() {
+        let bytes: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        for (start, len) in [(0, 0), (0, 1000), (1, 63), (63, 2), (999, 1), (1000, 0), (17, 500)] {
+            super::prefetch_read(&bytes[start..start + len]);
+        }
+        assert_eq!(bytes, (0..1000u32).map(|i| i as u8).collect::<Vec<_>>());
+    }
+}

@@ -229,44 +229,57 @@ pub fn to_luma(
     out.reshape(width, height);
     let w = width as usize;
     // Input bytes per pixel, and the input for `dst.len()` pixels of row `y` from column `x`.
-    let span_of = |bytes_per_pixel: usize, y: u32, x: u32, dst: &[u8]| {
+    let span_of = |bytes_per_pixel: usize, y: u32, x: u32, pixels: usize| {
         let at = (y as usize * w + x as usize) * bytes_per_pixel;
-        at..at + dst.len() * bytes_per_pixel
+        at..at + pixels * bytes_per_pixel
+    };
+    // The input of a span a partial write will convert a few spans later: a capture buffer is
+    // cold (filled by DMA), and the spans are too short and far apart for the hardware
+    // prefetcher (LumaFrame::write_rows).
+    let prefetch = |bytes_per_pixel: usize| {
+        move |y: u32, x: u32, pixels: u32| {
+            crate::simd::prefetch_read(&data[span_of(bytes_per_pixel, y, x, pixels as usize)])
+        }
     };
     let limited = range == LumaRange::Limited;
     match format {
-        PixelFormat::Yuyv => out.write_rows(window, |y, x, dst| {
-            let from = &data[span_of(2, y, x, dst)];
+        PixelFormat::Yuyv => out.write_rows(window, prefetch(2), |y, x, dst| {
+            let from = &data[span_of(2, y, x, dst.len())];
             if limited {
                 yuyv_to_full_range_luma(from, dst.len() as u32, 1, dst)
             } else {
                 yuyv_to_luma(from, dst.len() as u32, 1, dst)
             }
         }),
-        PixelFormat::Nv12 | PixelFormat::Grey => out.write_rows(window, |y, x, dst| {
+        PixelFormat::Nv12 | PixelFormat::Grey => out.write_rows(window, prefetch(1), |y, x, dst| {
             // NV12's first plane is the luma.
-            dst.copy_from_slice(&data[span_of(1, y, x, dst)]);
+            dst.copy_from_slice(&data[span_of(1, y, x, dst.len())]);
             if limited && format == PixelFormat::Nv12 {
                 expand_limited_range(dst);
             }
             Ok(())
         }),
-        PixelFormat::Rgb24 => out.write_rows(window, |y, x, dst| {
-            rgb_to_luma(&data[span_of(3, y, x, dst)], dst);
+        PixelFormat::Rgb24 => out.write_rows(window, prefetch(3), |y, x, dst| {
+            rgb_to_luma(&data[span_of(3, y, x, dst.len())], dst);
             Ok(())
         }),
         PixelFormat::Mjpeg => {
             // A JPEG decodes whole; the window only spares the copy.
             let pixels = decode_mjpeg(data, width, height, scratch)?;
             let channels = if pixels == JpegPixels::Rgb { 3 } else { 1 };
-            out.write_rows(window, |y, x, dst| {
-                let from = &scratch[span_of(channels, y, x, dst)];
-                match pixels {
-                    JpegPixels::Luma => dst.copy_from_slice(from),
-                    JpegPixels::Rgb => rgb_to_luma(from, dst),
-                }
-                Ok(())
-            })
+            // The decoder has just written it: nothing to prefetch.
+            out.write_rows(
+                window,
+                |_, _, _| {},
+                |y, x, dst| {
+                    let from = &scratch[span_of(channels, y, x, dst.len())];
+                    match pixels {
+                        JpegPixels::Luma => dst.copy_from_slice(from),
+                        JpegPixels::Rgb => rgb_to_luma(from, dst),
+                    }
+                    Ok(())
+                },
+            )
         }
     }
 }

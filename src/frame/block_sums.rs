@@ -279,11 +279,15 @@ mod tests {
             let mut written = LumaFrame::default();
             written.reshape(width, height);
             written
-                .write_rows(None, |y, x, row| {
-                    let at = y as usize * width as usize + x as usize;
-                    row.copy_from_slice(&data[at..at + row.len()]);
-                    Ok(())
-                })
+                .write_rows(
+                    None,
+                    |_, _, _| {},
+                    |y, x, row| {
+                        let at = y as usize * width as usize + x as usize;
+                        row.copy_from_slice(&data[at..at + row.len()]);
+                        Ok(())
+                    },
+                )
                 .unwrap();
             assert_eq!(written.pixels(), frame.pixels());
             assert_eq!(written.block_sums(), Some(&reference[..]), "{width}x{height}, written in strips");
@@ -308,11 +312,15 @@ mod tests {
             let window = Rect::new(width / 3, height / 4, width / 3 + 1, height / 2 + 1);
             let mut partial = LumaFrame::new(width, height);
             partial
-                .write_rows(Some(window), |y, x, row| {
-                    let at = y as usize * width as usize + x as usize;
-                    row.copy_from_slice(&data[at..at + row.len()]);
-                    Ok(())
-                })
+                .write_rows(
+                    Some(window),
+                    |_, _, _| {},
+                    |y, x, row| {
+                        let at = y as usize * width as usize + x as usize;
+                        row.copy_from_slice(&data[at..at + row.len()]);
+                        Ok(())
+                    },
+                )
                 .unwrap();
             assert_eq!(partial.block_sums(), Some(&reference[..]), "{width}x{height}, written within {window}");
             assert_eq!(partial.window(), Some(window));
