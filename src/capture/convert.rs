@@ -112,6 +112,56 @@ pub fn expand_limited_range(luma: &mut [u8]) {
     crate::simd::with_avx2!(luma.iter_mut().for_each(|v| *v = limited_to_full(*v)))
 }
 
+/// Limited-range luma (an NV12 luma plane's row) expanded into `out` in the same pass as the
+/// copy: one read of the input and one write, not a copy and then a second pass over it.
+fn limited_luma_to_full(luma: &[u8], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, detected at run time.
+        unsafe { limited_luma_to_full_avx2(luma, out) };
+        return;
+    }
+    out.iter_mut().zip(luma).for_each(|(dst, &v)| *dst = limited_to_full(v));
+}
+
+/// [`limited_to_full`] on 16-bit lanes (the value in each lane's low byte), as multiply-high by
+/// 38305 and a shift by 7 for the division by 219: exact on every value the expansion produces
+/// (tested on all 256 inputs).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn expand_lanes_avx2(lanes: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let y = _mm256_subs_epu16(_mm256_and_si256(lanes, _mm256_set1_epi16(0xff)), _mm256_set1_epi16(16));
+    let numerator = _mm256_add_epi16(_mm256_mullo_epi16(y, _mm256_set1_epi16(255)), _mm256_set1_epi16(109));
+    _mm256_srli_epi16::<7>(_mm256_mulhi_epu16(numerator, _mm256_set1_epi16(38305u16 as i16)))
+}
+
+/// [`limited_luma_to_full`], 32 pixels per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn limited_luma_to_full_avx2(luma: &[u8], out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let n = luma.len().min(out.len());
+    let (ins, in_tail) = luma[..n].as_chunks::<32>();
+    let (outs, out_tail) = out[..n].as_chunks_mut::<32>();
+    let zero = _mm256_setzero_si256();
+    for (pixels, dst) in ins.iter().zip(outs.iter_mut()) {
+        // SAFETY: the load reads the 32-byte input chunk and the store writes the 32-byte
+        // output chunk.
+        unsafe {
+            let v = _mm256_loadu_si256(pixels.as_ptr().cast());
+            // Unpacking and packing both work within 128-bit lanes: the order comes back as it was.
+            let low = expand_lanes_avx2(_mm256_unpacklo_epi8(v, zero));
+            let high = expand_lanes_avx2(_mm256_unpackhi_epi8(v, zero));
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), _mm256_packus_epi16(low, high));
+        }
+    }
+    for (dst, &v) in out_tail.iter_mut().zip(in_tail) {
+        *dst = limited_to_full(v);
+    }
+}
+
 /// YUYV luma expanded from limited range in the same pass (one read of the frame, not two).
 fn yuyv_to_full_range_luma(data: &[u8], width: u32, height: u32, out: &mut [u8]) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
@@ -133,21 +183,14 @@ fn yuyv_to_full_range_luma(data: &[u8], width: u32, height: u32, out: &mut [u8])
 #[target_feature(enable = "avx2")]
 fn yuyv_limited_to_full_avx2(yuyv: &[u8], out: &mut [u8]) {
     use std::arch::x86_64::*;
-    let (low_byte, sixteen) = (_mm256_set1_epi16(0xff), _mm256_set1_epi16(16));
-    let (times, rounding, magic) = (_mm256_set1_epi16(255), _mm256_set1_epi16(109), _mm256_set1_epi16(38305u16 as i16));
-    let expand = |pixels: __m256i| {
-        let y = _mm256_subs_epu16(_mm256_and_si256(pixels, low_byte), sixteen);
-        let numerator = _mm256_add_epi16(_mm256_mullo_epi16(y, times), rounding);
-        _mm256_srli_epi16::<7>(_mm256_mulhi_epu16(numerator, magic))
-    };
     let (pairs, pair_tail) = yuyv.as_chunks::<64>();
     let (outs, out_tail) = out.as_chunks_mut::<32>();
     for (pair, luma) in pairs.iter().zip(outs.iter_mut()) {
         // SAFETY: each load reads 32 of the chunk's 64 bytes and the store writes the 32-byte
         // output chunk.
         unsafe {
-            let first = expand(_mm256_loadu_si256(pair.as_ptr().cast()));
-            let second = expand(_mm256_loadu_si256(pair.as_ptr().add(32).cast()));
+            let first = expand_lanes_avx2(_mm256_loadu_si256(pair.as_ptr().cast()));
+            let second = expand_lanes_avx2(_mm256_loadu_si256(pair.as_ptr().add(32).cast()));
             // packus saturates at 255 (the scalar min) and interleaves 128-bit lanes: permute back.
             let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(first, second));
             _mm256_storeu_si256(luma.as_mut_ptr().cast(), packed);
@@ -253,9 +296,11 @@ pub fn to_luma(
         }),
         PixelFormat::Nv12 | PixelFormat::Grey => out.write_rows(window, prefetch(1), |y, x, dst| {
             // NV12's first plane is the luma.
-            dst.copy_from_slice(&data[span_of(1, y, x, dst.len())]);
+            let from = &data[span_of(1, y, x, dst.len())];
             if limited && format == PixelFormat::Nv12 {
-                expand_limited_range(dst);
+                limited_luma_to_full(from, dst);
+            } else {
+                dst.copy_from_slice(from);
             }
             Ok(())
         }),
@@ -298,6 +343,13 @@ mod tests {
             yuyv_to_full_range_luma(&data[..2 * n], width, 1, &mut fast).unwrap();
             let expected: Vec<u8> = data[..2 * n].chunks_exact(2).map(|pair| limited_to_full(pair[0])).collect();
             assert_eq!(fast, expected, "width {width}");
+        }
+        // The luma-plane path (NV12) too, on every value and with scalar tails.
+        for len in [0usize, 1, 31, 32, 33, 256, 1000] {
+            let plane: Vec<u8> = (0..len).map(|i| (i * 7 + i / 256) as u8).collect();
+            let mut fast = vec![0u8; len];
+            limited_luma_to_full(&plane, &mut fast);
+            assert_eq!(fast, plane.iter().map(|&v| limited_to_full(v)).collect::<Vec<_>>(), "plane of {len}");
         }
         let all: Vec<u8> = (0..=255u8).flat_map(|v| [v, 128]).collect();
         let mut fast = vec![0u8; 256];

@@ -44,6 +44,41 @@ pub struct Args {
     /// Also time every tract op during inference and print the time per op kind.
     #[arg(long)]
     ops: bool,
+    /// The raw format the stand-in capture dongle delivers (limited range).
+    #[arg(long, value_enum, default_value_t = RawCapture::Yuyv)]
+    capture: RawCapture,
+}
+
+/// Raw formats a 1080p dongle delivers: packed YUYV, or NV12 with its luma plane on its own
+/// (half the bytes to read for the same pixels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RawCapture {
+    Yuyv,
+    Nv12,
+}
+
+impl RawCapture {
+    fn format(self) -> PixelFormat {
+        match self {
+            RawCapture::Yuyv => PixelFormat::Yuyv,
+            RawCapture::Nv12 => PixelFormat::Nv12,
+        }
+    }
+
+    /// The stage names of a whole and a partial conversion.
+    fn stages(self) -> (&'static str, &'static str) {
+        match self {
+            RawCapture::Yuyv => ("decode_yuyv_whole", "decode_yuyv"),
+            RawCapture::Nv12 => ("decode_nv12_whole", "decode_nv12"),
+        }
+    }
+
+    fn encode(self, rgb: &[u8], width: usize, height: usize) -> Vec<u8> {
+        match self {
+            RawCapture::Yuyv => rgb_to_yuyv(rgb, width, height),
+            RawCapture::Nv12 => rgb_to_nv12(rgb, width, height),
+        }
+    }
 }
 
 /// A display that draws into its canvas and sends nothing: measures the rendering cost.
@@ -90,18 +125,38 @@ fn median(ms: &mut [f64]) -> f64 {
     quantile(ms, 0.5)
 }
 
+/// Full-range RGB pixel to limited-range BT.601 (Y, U, V).
+fn limited_yuv(p: &[u8]) -> (f32, f32, f32) {
+    let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+    let y = 0.299 * r + 0.587 * g + 0.114 * b;
+    (16.0 + y * 219.0 / 255.0, 128.0 + (b - y) * 0.564 * 224.0 / 255.0, 128.0 + (r - y) * 0.713 * 224.0 / 255.0)
+}
+
 /// Full-range RGB to limited-range BT.601 YUYV, as a capture dongle delivers it.
 fn rgb_to_yuyv(rgb: &[u8], width: usize, height: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(width * height * 2);
-    let yuv = |p: &[u8]| {
-        let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
-        let y = 0.299 * r + 0.587 * g + 0.114 * b;
-        (16.0 + y * 219.0 / 255.0, 128.0 + (b - y) * 0.564 * 224.0 / 255.0, 128.0 + (r - y) * 0.713 * 224.0 / 255.0)
-    };
     for pair in rgb.chunks_exact(6) {
-        let (y0, u0, v0) = yuv(&pair[..3]);
-        let (y1, u1, v1) = yuv(&pair[3..]);
+        let (y0, u0, v0) = limited_yuv(&pair[..3]);
+        let (y1, u1, v1) = limited_yuv(&pair[3..]);
         out.extend_from_slice(&[y0 as u8, ((u0 + u1) / 2.0) as u8, y1 as u8, ((v0 + v1) / 2.0) as u8]);
+    }
+    out
+}
+
+/// Full-range RGB to limited-range BT.601 NV12: the luma plane, then U and V interleaved for
+/// each 2x2 block (width and height even).
+fn rgb_to_nv12(rgb: &[u8], width: usize, height: usize) -> Vec<u8> {
+    let mut out: Vec<u8> = rgb.chunks_exact(3).map(|p| limited_yuv(p).0 as u8).collect();
+    for y in (0..height).step_by(2) {
+        for x in (0..width).step_by(2) {
+            let (mut u, mut v) = (0.0, 0.0);
+            for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                let at = 3 * ((y + dy) * width + x + dx);
+                let (_, pu, pv) = limited_yuv(&rgb[at..at + 3]);
+                (u, v) = (u + pu / 4.0, v + pv / 4.0);
+            }
+            out.extend_from_slice(&[u as u8, v as u8]);
+        }
     }
     out
 }
@@ -140,7 +195,8 @@ pub fn run(args: Args) -> Result<()> {
     let cold_start_ms = cold.elapsed().as_secs_f64() * 1e3;
     log::info!("first frame: {:?}", first.result);
 
-    let yuyv = rgb_to_yuyv(&rgb, w as usize, h as usize);
+    let (format, (decode_whole, decode)) = (args.capture.format(), args.capture.stages());
+    let raw = args.capture.encode(&rgb, w as usize, h as usize);
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
         .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
@@ -155,8 +211,8 @@ pub fn run(args: Args) -> Result<()> {
         Ok(())
     })?);
     // Whole frames: what capture converts until the image area is located (and after it moves).
-    stats.push(time_stage("decode_yuyv_whole", warm, n, || {
-        convert::to_luma(None, PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
+    stats.push(time_stage(decode_whole, warm, n, || {
+        convert::to_luma(None, format, LumaRange::Limited, &raw, w, h, &mut frame, &mut scratch)
     })?);
     stats.push(time_stage("decode_mjpeg", warm, n, || {
         convert::to_luma(None, PixelFormat::Mjpeg, LumaRange::Full, &jpeg, w, h, &mut frame, &mut scratch)
@@ -183,10 +239,10 @@ pub fn run(args: Args) -> Result<()> {
     // Once the image area is located, as `run` works: whole only the pixels preprocessing reads,
     // elsewhere the rows the block sums sample.
     let window = Some(pre.source_rect(w, h, roi));
-    convert::to_luma(None, PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)?;
+    convert::to_luma(None, format, LumaRange::Limited, &raw, w, h, &mut frame, &mut scratch)?;
     let whole_tensor = pre.run(&frame, roi)?.to_vec();
-    stats.push(time_stage("decode_yuyv", warm, n, || {
-        convert::to_luma(window, PixelFormat::Yuyv, LumaRange::Limited, &yuyv, w, h, &mut frame, &mut scratch)
+    stats.push(time_stage(decode, warm, n, || {
+        convert::to_luma(window, format, LumaRange::Limited, &raw, w, h, &mut frame, &mut scratch)
     })?);
     // Screen location and preprocessing then do what they did on the whole frame (the lock
     // holds without reading pixels; the ROI's pixels are the same).
@@ -250,7 +306,7 @@ pub fn run(args: Args) -> Result<()> {
     // everything else is taken frame by frame, not as a difference of medians from two phases
     // (which a noisy machine can drive below zero). Both loops take their frames from the same
     // stand-in dongle: on the loop's own thread, and on a capture thread as `run` does.
-    let mut dongle = YuyvDongle::new(&yuyv, w, h);
+    let mut dongle = RawDongle::new(format, &raw, w, h);
     let mut seq = 1u64;
     let mut frame_loop = |stage: &'static str, source: &mut dyn FrameSource, rest_ms: &mut Vec<f64>| {
         time_stage(stage, warm, n, || {
@@ -278,7 +334,7 @@ pub fn run(args: Args) -> Result<()> {
     // As `run` works: capture, screen location, ROI and preprocessing one frame ahead on a
     // thread of their own; the loop runs the model and what follows it.
     let (front, mut back) = pipeline.split();
-    let mut ahead = AheadThread::start(Preparing::new(YuyvDongle::new(&yuyv, w, h), front))?;
+    let mut ahead = AheadThread::start(Preparing::new(RawDongle::new(format, &raw, w, h), front))?;
     let mut prepare_ahead_ms: Vec<f64> = Vec::with_capacity(n + warm);
     // The capture thread's CPU time over the timed frames, and each of those frames' inference:
     // the stages' cost as `run` pays it (buffers cold from DMA, caches shared with inference),
@@ -320,12 +376,12 @@ pub fn run(args: Args) -> Result<()> {
     // draw nothing: its cost per frame is the mean over frames (at the bench's 25 frames/s of
     // uptime), not the median.
     let indicator = stats.iter().find(|x| x.stage == "indicator").map_or(0.0, |x| x.mean);
-    // Per frame: decode (YUYV), locate, ROI, preprocess, decision, indicator. Audit runs only
+    // Per frame: decode (YUYV or NV12), locate, ROI, preprocess, decision, indicator. Audit runs only
     // when the shown verdict changes, so it is reported separately.
     let non_inference =
-        get("decode_yuyv") + get("screen_locate") + get("roi_select") + get("preprocess") + get("decision") + indicator;
+        get(decode) + get("screen_locate") + get("roi_select") + get("preprocess") + get("decision") + indicator;
     // The same work inside the frame loop, where inference has just been through the caches:
-    // the whole frame (YUYV decode + pipeline, whose indicator list is empty) less that frame's
+    // the whole frame (decode + pipeline, whose indicator list is empty) less that frame's
     // inference, plus the indicator. Higher than the sum of the stages, each timed on its own.
     // With a capture thread (as `run` works), the decode is off the loop's thread: what is left
     // is taking the frame, the stages after capture and the indicator.
@@ -349,6 +405,7 @@ pub fn run(args: Args) -> Result<()> {
         "model": manifest.id,
         "input": format!("{}x{}", manifest.input.width, manifest.input.height),
         "screen": format!("{w}x{h}"),
+        "capture_format": format!("{format:?}").to_uppercase(),
         "threads": args.threads,
         "frames_per_second": 1e3 / get("whole_frame"),
         "frames_per_second_capture_thread": 1e3 / get("whole_frame_capture_thread"),
@@ -385,7 +442,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("{:<26} {:>10.3} {:>10.3} {:>10.3}", s.stage, s.median, s.p95, s.mean);
     }
     eprintln!(
-        "{} on {w}x{h}, {} thread(s): {:.1} frames/s as `run` works ({:.1} with only capture on a thread, {:.1} with everything on the loop's thread); everything but inference as `run` works, CPU time on both threads {:.2} ms = {:.1}% of that phase's inference ({:.2} ms on the capture thread); the stages timed alone {:.2} ms = {:.1}% of inference; in the frame loop {:.3} ms = {:.1}% as `run` works, {:.2} ms = {:.1}% with only capture on a thread, {:.2} ms = {:.1}% with everything on the loop's thread; peak RSS {:.0} MB; cold start to first verdict {:.0} ms",
+        "{} on {w}x{h} {format:?}, {} thread(s): {:.1} frames/s as `run` works ({:.1} with only capture on a thread, {:.1} with everything on the loop's thread); everything but inference as `run` works, CPU time on both threads {:.2} ms = {:.1}% of that phase's inference ({:.2} ms on the capture thread); the stages timed alone {:.2} ms = {:.1}% of inference; in the frame loop {:.3} ms = {:.1}% as `run` works, {:.2} ms = {:.1}% with only capture on a thread, {:.2} ms = {:.1}% with everything on the loop's thread; peak RSS {:.0} MB; cold start to first verdict {:.0} ms",
         manifest.id,
         args.threads,
         1e3 / get("whole_frame_prepare_ahead"),
@@ -411,10 +468,11 @@ pub fn run(args: Args) -> Result<()> {
 /// Buffers the stand-in dongle rotates through: as many as the V4L2 source asks the driver for.
 const DONGLE_BUFFERS: usize = 4;
 
-/// Stands in for a V4L2 capture dongle: limited-range YUYV converted as the V4L2 source converts
+/// Stands in for a V4L2 capture dongle: limited-range YUYV or NV12 converted as the V4L2 source converts
 /// it, from [`DONGLE_BUFFERS`] buffers in turn, so that each frame is read from memory rather
 /// than cache, as a buffer the driver has just filled by DMA would be.
-struct YuyvDongle {
+struct RawDongle {
+    format: PixelFormat,
     buffers: Vec<Vec<u8>>,
     next: usize,
     width: u32,
@@ -425,10 +483,11 @@ struct YuyvDongle {
     window: Option<Rect>,
 }
 
-impl YuyvDongle {
-    fn new(yuyv: &[u8], width: u32, height: u32) -> Self {
-        let buffers = vec![yuyv.to_vec(); DONGLE_BUFFERS];
+impl RawDongle {
+    fn new(format: PixelFormat, raw: &[u8], width: u32, height: u32) -> Self {
+        let buffers = vec![raw.to_vec(); DONGLE_BUFFERS];
         Self {
+            format,
             buffers,
             next: 0,
             width,
@@ -445,7 +504,7 @@ impl YuyvDongle {
         self.next = (self.next + 1) % self.buffers.len();
         convert::to_luma(
             self.window,
-            PixelFormat::Yuyv,
+            self.format,
             LumaRange::Limited,
             data,
             self.width,
@@ -459,7 +518,7 @@ impl YuyvDongle {
     }
 }
 
-impl FrameSource for YuyvDongle {
+impl FrameSource for RawDongle {
     fn next_frame(&mut self) -> Result<Option<(&LumaFrame, FrameInfo)>, CaptureError> {
         let mut frame = std::mem::take(&mut self.frame);
         let converted = self.convert_next(&mut frame);
@@ -477,6 +536,6 @@ impl FrameSource for YuyvDongle {
     }
 
     fn describe(&self) -> String {
-        format!("bench YUYV {}x{}", self.width, self.height)
+        format!("bench {:?} {}x{}", self.format, self.width, self.height)
     }
 }
