@@ -44,7 +44,7 @@ fuzz_target!(|input: &[u8]| {
         PixelFormat::Yuyv => drop(convert::yuyv_to_luma(data, width, height, &mut out)),
         PixelFormat::Nv12 => drop(convert::nv12_to_luma(data, width, height, &mut out)),
         PixelFormat::Mjpeg => drop(convert::mjpeg_to_luma(data, width, height, &mut out, &mut scratch)),
-        PixelFormat::Grey => convert::expand_limited_range(&mut out),
+        PixelFormat::Grey => convert::limited_luma_to_full(data, &mut out),
         PixelFormat::Rgb24 => convert::rgb_to_luma(data, &mut out),
     }
 });

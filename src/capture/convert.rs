@@ -107,14 +107,10 @@ fn limited_to_full(v: u8) -> u8 {
     ((x * 255 + 109) / 219).min(255) as u8
 }
 
-/// Expands limited-range luma (16..235) to full range in place, rounding to nearest.
-pub fn expand_limited_range(luma: &mut [u8]) {
-    crate::simd::with_avx2!(luma.iter_mut().for_each(|v| *v = limited_to_full(*v)))
-}
-
-/// Limited-range luma (an NV12 luma plane's row) expanded into `out` in the same pass as the
-/// copy: one read of the input and one write, not a copy and then a second pass over it.
-fn limited_luma_to_full(luma: &[u8], out: &mut [u8]) {
+/// Limited-range luma (16..235; an NV12 luma plane's row) expanded to full range into `out`,
+/// rounding to nearest, in the same pass as the copy: one read of the input and one write, not a
+/// copy and then a second pass over it. Converts as many pixels as the shorter slice holds.
+pub fn limited_luma_to_full(luma: &[u8], out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, detected at run time.
@@ -425,8 +421,9 @@ mod tests {
         let data: Vec<u8> = (0..2 * 37 * 3).map(|i| (i * 97 % 256) as u8).collect();
         let (mut fused, mut two_pass) = ([0u8; 37 * 3], [0u8; 37 * 3]);
         yuyv_to_full_range_luma(&data, 37, 3, &mut fused).unwrap();
-        yuyv_to_luma(&data, 37, 3, &mut two_pass).unwrap();
-        expand_limited_range(&mut two_pass);
+        let mut extracted = [0u8; 37 * 3];
+        yuyv_to_luma(&data, 37, 3, &mut extracted).unwrap();
+        limited_luma_to_full(&extracted, &mut two_pass);
         assert_eq!(fused, two_pass);
     }
 
@@ -452,8 +449,8 @@ mod tests {
 
     #[test]
     fn limited_range_expands_to_full() {
-        let mut v = [16u8, 235, 0, 255, 126];
-        expand_limited_range(&mut v);
+        let mut v = [0u8; 5];
+        limited_luma_to_full(&[16, 235, 0, 255, 126], &mut v);
         assert_eq!(v, [0, 255, 0, 255, 128]);
     }
 

@@ -405,7 +405,7 @@ pub fn run(args: Args) -> Result<()> {
         "model": manifest.id,
         "input": format!("{}x{}", manifest.input.width, manifest.input.height),
         "screen": format!("{w}x{h}"),
-        "capture_format": format!("{format:?}").to_uppercase(),
+        "capture_format": String::from_utf8_lossy(&format.fourcc()),
         "threads": args.threads,
         "frames_per_second": 1e3 / get("whole_frame"),
         "frames_per_second_capture_thread": 1e3 / get("whole_frame_capture_thread"),
@@ -536,6 +536,6 @@ impl FrameSource for RawDongle {
     }
 
     fn describe(&self) -> String {
-        format!("bench {:?} {}x{}", self.format, self.width, self.height)
+        format!("bench {} {}x{}", String::from_utf8_lossy(&self.format.fourcc()), self.width, self.height)
     }
 }
