@@ -23,6 +23,8 @@
 //! - [`row_stores`]: the 1x1 convolutions' matmuls turned so that tract's 16x16 VNNI kernel
 //!   stores their output a row at a time instead of a byte at a time; `amx_row_stores` (x86)
 //!   the same for its AMX kernel, with the operands repacked for their new sides.
+//! - `u8_weights` (x86): the matmuls on tract's 16x16 VNNI kernel run on a build of it that takes
+//!   the weights already offset to u8 (done once here), without a `vpaddb` per product.
 
 mod affine_relu_quantize;
 mod byte_table;
@@ -299,6 +301,9 @@ pub struct Prepared {
     pub matmuls_turned_for_row_stores: usize,
     /// Max pools moved before their input's dequantize, onto bytes ([`pool_bytes`]).
     pub pools_on_bytes: usize,
+    /// Matmuls run by tract's 16x16 VNNI kernel built to take A as u8, their weights offset by
+    /// 128 at load (`u8_weights`, x86).
+    pub matmuls_on_u8_weights: usize,
 }
 
 /// Moves each [`FastPool`] max pool whose input is a `DequantizeLinearF32` of u8 values with a
@@ -506,6 +511,127 @@ pub fn amx_row_stores(model: &mut TypedModel) -> TractResult<usize> {
     Ok(turned_count)
 }
 
+/// The kernel [`u8_weights`] swaps in: tract's [`ROW_STORE_KERNEL`] built from the same assembly
+/// without the `vpaddb` that adds 128 to every A byte it broadcasts (`.cargo/vendor/tract-linalg`).
+#[cfg(target_arch = "x86_64")]
+const U8_WEIGHTS_KERNEL: &str = "avx512vnni_mmm_i32_16x16_u8a";
+
+/// Runs each matmul of [`ROW_STORE_KERNEL`] whose A is weights (baked into it, or a constant read
+/// by it alone) on [`U8_WEIGHTS_KERNEL`], with the weights' packed bytes offset by 128 (xor 0x80)
+/// once here. `VPDPBUSD` multiplies u8 by i8, so tract's kernel adds 128 to each broadcast A byte
+/// in its K loop and removes `128 * sum(B)` per column afterwards; with A stored offset, the loop
+/// is one broadcast and one `VPDPBUSD` per row, the correction unchanged, the i32 sums the same
+/// (the padding's zero bytes become 128 as the `vpaddb` made them). On a core with two 512-bit
+/// ports the `vpaddb` took a port slot from every `VPDPBUSD`: on an Emerald Rapids VM without
+/// AMX all matmuls went 7.7 -> 5.4 ms per inference (README "Speed"). Matmuls turned by
+/// [`row_stores`] have activations as A and keep tract's kernel.
+#[cfg(target_arch = "x86_64")]
+pub fn u8_weights(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::konst::Const;
+    use tract_onnx::tract_core::ops::matmul::optimized::{OptMatMul, ProtoFusedSpec};
+    let variant = &*tract_linalg::x86_64::mmm::avx512vnni_mmm_i32_16x16_u8a;
+    let mut swapped = 0;
+    'nodes: for id in 0..model.nodes.len() {
+        let node = &model.nodes[id];
+        let Some(matmul) = node.op_as::<OptMatMul>() else { continue };
+        let [kernel] = matmul.mmm.as_slice() else { continue };
+        if kernel.name() != ROW_STORE_KERNEL || variant.name.as_str() != U8_WEIGHTS_KERNEL {
+            continue;
+        }
+        let mut micro_ops = Vec::with_capacity(matmul.micro_ops.len());
+        // Constant nodes holding the weights, with their offset tensors.
+        let mut constants: Vec<(usize, Tensor)> = Vec::new();
+        for micro_op in &matmul.micro_ops {
+            let ProtoFusedSpec::AddMatMul { geo, a, b, packings } = micro_op else {
+                micro_ops.push(micro_op.clone());
+                continue;
+            };
+            if packings.iter().any(|(_, extractor)| extractor.is_some()) {
+                continue 'nodes;
+            }
+            let a = match a {
+                MatMulOperand::Const(weights) => {
+                    let Some(offset) = offset_k4_weights(&**weights)? else { continue 'nodes };
+                    MatMulOperand::Const(Box::new(offset) as Box<dyn tract_linalg::mmm::MMMInputValue>)
+                }
+                MatMulOperand::Input(slot) => {
+                    let weights = node.inputs[*slot];
+                    let weights_node = &model.nodes[weights.node];
+                    let (Some(konst), [_]) =
+                        (weights_node.op_as::<Const>(), weights_node.outputs[0].successors.as_slice())
+                    else {
+                        continue 'nodes;
+                    };
+                    if constants.iter().any(|(n, _)| *n == weights.node) {
+                        continue 'nodes;
+                    }
+                    let Some(offset) = offset_k4_weights_tensor(konst.val())? else { continue 'nodes };
+                    constants.push((weights.node, offset));
+                    MatMulOperand::Input(*slot)
+                }
+            };
+            micro_ops.push(ProtoFusedSpec::AddMatMul { geo: geo.clone(), a, b: b.clone(), packings: packings.clone() });
+        }
+        let op = OptMatMul::new(
+            vec![variant.mmm()],
+            matmul.mode_picker.clone(),
+            matmul.c_fact.clone(),
+            matmul.c_m_axis,
+            matmul.c_n_axis,
+            micro_ops,
+            matmul.trivial_packing,
+        )?;
+        for (weights_node, offset) in constants {
+            let offset = Arc::new(offset);
+            let fact = &mut model.nodes[weights_node].outputs[0].fact;
+            let exotic_fact = fact.exotic_fact.clone();
+            if fact.konst.is_some() {
+                fact.konst = Some(offset.clone());
+            }
+            model.nodes[weights_node].op = Box::new(Const::new_with_opt_exotic_fact(offset, exotic_fact)?);
+        }
+        model.nodes[id].op = Box::new(op);
+        swapped += 1;
+    }
+    Ok(swapped)
+}
+
+/// Packed 16-wide K=4-inner i8 weights with every byte offset by 128 (xor 0x80), or None when
+/// `weights` are packed otherwise.
+#[cfg(target_arch = "x86_64")]
+fn offset_k4_weights(
+    weights: &dyn tract_linalg::mmm::MMMInputValue,
+) -> TractResult<Option<tract_linalg::mmm::EagerPackedInput>> {
+    use tract_linalg::mmm::EagerPackedInput;
+    let Some(value) = weights.downcast_ref::<EagerPackedInput>() else { return Ok(None) };
+    if value.fact.format.downcast_ref::<tract_linalg::pack::PackedI8K4>().is_none_or(|k4| k4.r != 16) {
+        return Ok(None);
+    }
+    let offset: Vec<u8> = value.packed.as_bytes().iter().map(|byte| byte ^ 0x80).collect();
+    Ok(Some(EagerPackedInput {
+        fact: value.fact.clone(),
+        packed: Arc::new(Blob::from_bytes_alignment(&offset, value.packed.layout().align())?),
+        panel_bytes: value.panel_bytes,
+        mn: value.mn,
+    }))
+}
+
+/// [`offset_k4_weights`] for each packed matrix of a constant tensor.
+#[cfg(target_arch = "x86_64")]
+fn offset_k4_weights_tensor(weights: &Tensor) -> TractResult<Option<Tensor>> {
+    use tract_linalg::mmm::{MMMInputValue, PackedMatrixStorage};
+    let Ok(storage) = weights.try_storage_as::<PackedMatrixStorage>() else { return Ok(None) };
+    let mut values: TVec<Box<dyn MMMInputValue>> = tvec![];
+    for value in storage.values() {
+        let Some(offset) = offset_k4_weights(&**value)? else { return Ok(None) };
+        values.push(Box::new(offset));
+    }
+    if values.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(PackedMatrixStorage::new_batched(storage.batch_shape(), values).into_tensor(weights.datum_type())))
+}
+
 /// The (A, B) operands of each product a matmul sums.
 fn products(
     matmul: &tract_onnx::tract_core::ops::matmul::optimized::OptMatMul,
@@ -615,6 +741,11 @@ pub fn prepare(model: &mut TypedModel) -> TractResult<Prepared> {
         // Their activations are now packed by `PackK4`.
         prepared.amx_packs_replaced -= turned;
         prepared.packs_replaced += turned;
+    }
+    // After the turns: what is left on the VNNI kernel has weights as A.
+    #[cfg(target_arch = "x86_64")]
+    {
+        prepared.matmuls_on_u8_weights = u8_weights(model)?;
     }
     // Before the fusions, so that they are made on the moved pool's outputs.
     prepared.pools_on_bytes = pool_bytes(model)?;

@@ -256,11 +256,22 @@ fn assert_prepared_is_bit_identical(
     use tract_onnx::prelude::*;
     use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
     let optimized = typed.clone().into_optimized().unwrap();
-    let wide = optimized.nodes.iter().filter_map(|n| n.op_as::<OptMatMul>()).any(|m| {
-        m.mmm.iter().any(|kernel| ["avx512vnni_mmm_i32_16x16", "avx512amx_mmm_i32_16x16"].contains(&kernel.name()))
-    });
+    let on_kernel = |model: &TypedModel, name: &str| {
+        model
+            .nodes
+            .iter()
+            .filter_map(|n| n.op_as::<OptMatMul>())
+            .filter(|m| m.mmm.iter().any(|kernel| kernel.name() == name))
+            .count()
+    };
+    let wide = on_kernel(&optimized, "avx512vnni_mmm_i32_16x16") + on_kernel(&optimized, "avx512amx_mmm_i32_16x16") > 0;
     let (prepared, report) = kidney_screen::model_prep::optimize_and_prepare(typed).unwrap();
     eprintln!("{report:?}");
+    // Every matmul left on tract's 16x16 VNNI kernel has weights as A (after the turns), and runs
+    // on the build of that kernel that takes them offset to u8; the outputs below are compared
+    // with tract's own kernels'.
+    assert_eq!(on_kernel(&prepared, "avx512vnni_mmm_i32_16x16"), 0, "{report:?}");
+    assert_eq!(on_kernel(&prepared, "avx512vnni_mmm_i32_16x16_u8a"), report.matmuls_on_u8_weights, "{report:?}");
     let tract_plan = optimized.into_runnable().unwrap();
     let prepared_plan = prepared.into_runnable().unwrap();
     assert!(!inputs.is_empty());
