@@ -511,20 +511,16 @@ pub fn amx_row_stores(model: &mut TypedModel) -> TractResult<usize> {
     Ok(turned_count)
 }
 
-/// The kernel [`u8_weights`] swaps in: tract's [`ROW_STORE_KERNEL`] built from the same assembly
-/// without the `vpaddb` that adds 128 to every A byte it broadcasts (`.cargo/vendor/tract-linalg`).
-#[cfg(target_arch = "x86_64")]
-const U8_WEIGHTS_KERNEL: &str = "avx512vnni_mmm_i32_16x16_u8a";
-
 /// Runs each matmul of [`ROW_STORE_KERNEL`] whose A is weights (baked into it, or a constant read
-/// by it alone) on [`U8_WEIGHTS_KERNEL`], with the weights' packed bytes offset by 128 (xor 0x80)
-/// once here. `VPDPBUSD` multiplies u8 by i8, so tract's kernel adds 128 to each broadcast A byte
+/// by it alone) on `avx512vnni_mmm_i32_16x16_u8a`, tract's kernel built from the same assembly
+/// without the `vpaddb` that adds 128 to every A byte it broadcasts (`.cargo/vendor/tract-linalg`),
+/// with the weights' packed bytes offset by 128 (xor 0x80) once here. `VPDPBUSD` multiplies u8 by i8, so tract's kernel adds 128 to each broadcast A byte
 /// in its K loop and removes `128 * sum(B)` per column afterwards; with A stored offset, the loop
 /// is one broadcast and one `VPDPBUSD` per row, the correction unchanged, the i32 sums the same
 /// (the padding's zero bytes become 128 as the `vpaddb` made them). On a core with two 512-bit
 /// ports the `vpaddb` took a port slot from every `VPDPBUSD`: on an Emerald Rapids VM without
-/// AMX all matmuls went 7.7 -> 5.4 ms per inference (README "Speed"). Matmuls turned by
-/// [`row_stores`] have activations as A and keep tract's kernel.
+/// AMX all matmuls went 7.7 -> 5.4 ms per inference (README "Speed"). Run after [`row_stores`]:
+/// the matmuls it turns have the weights as A afterwards, so they are swapped too.
 #[cfg(target_arch = "x86_64")]
 pub fn u8_weights(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::konst::Const;
@@ -535,7 +531,7 @@ pub fn u8_weights(model: &mut TypedModel) -> TractResult<usize> {
         let node = &model.nodes[id];
         let Some(matmul) = node.op_as::<OptMatMul>() else { continue };
         let [kernel] = matmul.mmm.as_slice() else { continue };
-        if kernel.name() != ROW_STORE_KERNEL || variant.name.as_str() != U8_WEIGHTS_KERNEL {
+        if kernel.name() != ROW_STORE_KERNEL {
             continue;
         }
         let mut micro_ops = Vec::with_capacity(matmul.micro_ops.len());
@@ -582,13 +578,7 @@ pub fn u8_weights(model: &mut TypedModel) -> TractResult<usize> {
             matmul.trivial_packing,
         )?;
         for (weights_node, offset) in constants {
-            let offset = Arc::new(offset);
-            let fact = &mut model.nodes[weights_node].outputs[0].fact;
-            let exotic_fact = fact.exotic_fact.clone();
-            if fact.konst.is_some() {
-                fact.konst = Some(offset.clone());
-            }
-            model.nodes[weights_node].op = Box::new(Const::new_with_opt_exotic_fact(offset, exotic_fact)?);
+            replace_constant(model, weights_node, offset)?;
         }
         model.nodes[id].op = Box::new(op);
         swapped += 1;
@@ -647,6 +637,20 @@ fn products(
         .collect()
 }
 
+/// Gives the `Const` node `node` the value `value` (the same exotic fact: a repacking of what it
+/// held), in its op and in its output fact.
+fn replace_constant(model: &mut TypedModel, node: usize, value: Tensor) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::konst::Const;
+    let value = Arc::new(value);
+    let fact = &mut model.nodes[node].outputs[0].fact;
+    let exotic_fact = fact.exotic_fact.clone();
+    if fact.konst.is_some() {
+        fact.konst = Some(value.clone());
+    }
+    model.nodes[node].op = Box::new(Const::new_with_opt_exotic_fact(value, exotic_fact)?);
+    Ok(())
+}
+
 /// Switches each [`Im2ColK4`] that can to tap-major K ([`Im2ColK4::tap_major`]), where its only
 /// reader is an `OptMatMul` whose weights are a constant read by nothing else: the constant's
 /// packed K rows are permuted the same way ([`im2col_k4::tap_major_weights`]). Packing then copies
@@ -673,13 +677,7 @@ pub fn tap_major_convolutions(model: &mut TypedModel) -> TractResult<usize> {
         };
         let (channels, taps) = tap_major.channels_and_taps();
         let Some(permuted) = im2col_k4::tap_major_weights(konst.val(), channels, taps)? else { continue };
-        let permuted = Arc::new(permuted);
-        let fact = &mut model.nodes[weights.node].outputs[0].fact;
-        let exotic_fact = fact.exotic_fact.clone();
-        if fact.konst.is_some() {
-            fact.konst = Some(permuted.clone());
-        }
-        model.nodes[weights.node].op = Box::new(Const::new_with_opt_exotic_fact(permuted, exotic_fact)?);
+        replace_constant(model, weights.node, permuted)?;
         model.nodes[id].op = Box::new(tap_major);
         switched += 1;
     }
