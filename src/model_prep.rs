@@ -822,3 +822,83 @@ mod tests {
         }
     }
 }
+
+/// tract's int8 matmul kernels on this CPU (the vendored tract-linalg's included: its AVX2
+/// kernel's two-step K loop) against exact i32 sums, through tract's own optimisation of an
+/// `i8 x i8 -> i32` matmul: odd and even K, partial tiles, K = 1.
+#[cfg(test)]
+mod int8_kernel_tests {
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+
+    fn bytes(count: usize, seed: u64) -> Vec<i8> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 56) as i8
+            })
+            .collect()
+    }
+
+    /// Runs `a (m x k, constant) * b (k x n, input)` through tract; returns the i32 product and
+    /// the names of the kernels its optimised matmuls run on.
+    fn tract_product(m: usize, k: usize, n: usize, a: &[i8], b: &[i8]) -> (Vec<i32>, Vec<String>) {
+        let mut model = TypedModel::default();
+        let source = model.add_source("b", i8::fact([k, n])).expect("source");
+        let weights = model.add_const("a", Tensor::from_shape(&[m, k], a).expect("a")).expect("const");
+        let einsum = EinSum::new("mk,kn->mn".parse().expect("axes"), i32::datum_type());
+        let output = model.wire_node("matmul", einsum, &[weights, source]).expect("wire");
+        model.set_output_outlets(&output).expect("outputs");
+        let model = model.into_optimized().expect("optimise");
+        let kernels = model
+            .nodes
+            .iter()
+            .filter_map(|node| node.op_as::<OptMatMul>())
+            .flat_map(|op| op.mmm.iter().map(|mmm| mmm.name().to_string()))
+            .collect();
+        let plan = model.into_runnable().expect("plan");
+        let input = Tensor::from_shape(&[k, n], b).expect("b");
+        let result = plan.run(tvec![input.into_tvalue()]).expect("run").remove(0);
+        (result.as_slice::<i32>().expect("i32 output").to_vec(), kernels)
+    }
+
+    #[test]
+    fn int8_matmuls_equal_exact_sums() {
+        let mut kernels_seen = std::collections::BTreeSet::new();
+        let mut seed = 1;
+        for (m, n) in [(8, 8), (9, 13), (32, 64), (5, 3), (17, 40)] {
+            for k in [1, 2, 3, 4, 5, 31, 64, 129, 1152] {
+                seed += 1;
+                let (a, b) = (bytes(m * k, seed), bytes(k * n, seed + 1000));
+                // The extremes too: -128 * -128 pairs are the largest products.
+                let (mut a, mut b) = (a, b);
+                a[0] = -128;
+                b[0] = -128;
+                if k > 1 {
+                    a[1] = -128;
+                    b[n] = -128;
+                }
+                let (actual, kernels) = tract_product(m, k, n, &a, &b);
+                kernels_seen.extend(kernels);
+                let expected: Vec<i32> = (0..m)
+                    .flat_map(|row| {
+                        let (a, b) = (&a, &b);
+                        (0..n).map(move |col| {
+                            (0..k).map(|i| i32::from(a[row * k + i]) * i32::from(b[i * n + col])).sum::<i32>()
+                        })
+                    })
+                    .collect();
+                let first_difference = actual.iter().zip(&expected).position(|(x, y)| x != y);
+                assert_eq!(first_difference, None, "m {m} k {k} n {n}: sums differ");
+            }
+        }
+        eprintln!("int8 kernels exercised: {kernels_seen:?}");
+        assert!(!kernels_seen.is_empty(), "no optimised matmul: the test ran no kernel");
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && !is_x86_feature_detected!("avx512vnni") {
+            assert!(kernels_seen.contains("avx2_mmm_i32_8x8"), "AVX2 CPU, AVX2 kernel not exercised: {kernels_seen:?}");
+        }
+    }
+}
