@@ -850,7 +850,7 @@ mod int8_kernel_tests {
         let weights = model.add_const("a", Tensor::from_shape(&[m, k], a).expect("a")).expect("const");
         let einsum = EinSum::new("mk,kn->mn".parse().expect("axes"), i32::datum_type());
         let output = model.wire_node("matmul", einsum, &[weights, source]).expect("wire");
-        model.set_output_outlets(&output).expect("outputs");
+        model.select_output_outlets(&output).expect("outputs");
         let model = model.into_optimized().expect("optimise");
         let kernels = model
             .nodes
@@ -861,7 +861,8 @@ mod int8_kernel_tests {
         let plan = model.into_runnable().expect("plan");
         let input = Tensor::from_shape(&[k, n], b).expect("b");
         let result = plan.run(tvec![input.into_tvalue()]).expect("run").remove(0);
-        (result.as_slice::<i32>().expect("i32 output").to_vec(), kernels)
+        let view = result.try_as_plain_ram().expect("plain output");
+        (view.as_slice::<i32>().expect("i32 output").to_vec(), kernels)
     }
 
     #[test]
